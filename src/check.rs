@@ -1,0 +1,222 @@
+//! `fwdguard check`: read every guarded key once and say whether it holds, in the
+//! monitoring-plugin convention (exit 0 OK, 2 CRITICAL, 3 UNKNOWN), so it serves as a CI step
+//! before `docker build` and as a Nagios/Icinga check.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::sysctl::{Knobs, SysctlError};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_CRITICAL: u8 = 2;
+pub const EXIT_UNKNOWN: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ok,
+    Wrong,
+    Unknown,
+}
+
+/// One key's result.
+#[derive(Debug, Serialize)]
+pub struct KeyCheck {
+    pub key: String,
+    pub want: String,
+    pub value: Option<String>,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The whole result: `status` is the worst state; a wrong key outranks an unreadable one,
+/// since it is known to be broken.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub status: State,
+    pub keys: Vec<KeyCheck>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            State::Ok => EXIT_OK,
+            State::Wrong => EXIT_CRITICAL,
+            State::Unknown => EXIT_UNKNOWN,
+        }
+    }
+
+    /// A summary line first (what a monitoring system shows), then one line per key.
+    pub fn text(&self) -> String {
+        let count = |s| self.keys.iter().filter(|k| k.state == s).count();
+        let n = self.keys.len();
+        let mut out = match self.status {
+            State::Ok => format!("OK: {n} of {n} guarded keys hold their values\n"),
+            State::Wrong => format!(
+                "CRITICAL: {} of {n} guarded keys are wrong\n",
+                count(State::Wrong)
+            ),
+            State::Unknown => format!(
+                "UNKNOWN: {} of {n} guarded keys cannot be read\n",
+                count(State::Unknown)
+            ),
+        };
+        for k in &self.keys {
+            let _ = match (k.state, &k.value, &k.error) {
+                (State::Ok, Some(v), _) => writeln!(out, "ok       {} = {v}", k.key),
+                (State::Wrong, Some(v), _) => {
+                    writeln!(out, "WRONG    {} = {v} (want {})", k.key, k.want)
+                }
+                (_, _, error) => writeln!(
+                    out,
+                    "UNKNOWN  {}: {}",
+                    k.key,
+                    error.as_deref().unwrap_or("cannot be read")
+                ),
+            };
+        }
+        out
+    }
+}
+
+/// Reads every guarded key once.
+pub fn check(config: &Config, knobs: &mut impl Knobs) -> Outcome {
+    let keys: Vec<KeyCheck> = config
+        .guards
+        .iter()
+        .map(|g| {
+            let (value, state, error) = match knobs.read(&g.key) {
+                Ok(v) if v == g.want => (Some(v.to_string()), State::Ok, None),
+                Ok(v) => (Some(v.to_string()), State::Wrong, None),
+                Err(e) => (None, State::Unknown, Some(describe(&e))),
+            };
+            KeyCheck {
+                key: g.key.to_string(),
+                want: g.want.to_string(),
+                value,
+                state,
+                error,
+            }
+        })
+        .collect();
+    let status = if keys.iter().any(|k| k.state == State::Wrong) {
+        State::Wrong
+    } else if keys.iter().any(|k| k.state == State::Unknown) {
+        State::Unknown
+    } else {
+        State::Ok
+    };
+    Outcome { status, keys }
+}
+
+fn describe(e: &SysctlError) -> String {
+    if e.is_missing() {
+        "does not exist on this host".to_owned()
+    } else {
+        e.source.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Action, Guard};
+    use crate::key::SysctlKey;
+    use crate::sysctl::{Op, Value};
+    use std::collections::HashMap;
+    use std::io;
+
+    /// Knobs from a table; keys not in it do not exist.
+    struct Table(HashMap<SysctlKey, Value>);
+
+    impl Knobs for Table {
+        fn read(&mut self, key: &SysctlKey) -> Result<Value, SysctlError> {
+            self.0.get(key).cloned().ok_or_else(|| SysctlError {
+                op: Op::Read,
+                key: key.clone(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })
+        }
+        fn write(&mut self, _: &SysctlKey, _: &Value) -> Result<(), SysctlError> {
+            unreachable!("check never writes")
+        }
+    }
+
+    fn key(s: &str) -> SysctlKey {
+        SysctlKey::parse(s).expect("key")
+    }
+
+    fn config(keys: &[&str]) -> Config {
+        Config {
+            guards: keys
+                .iter()
+                .map(|k| Guard {
+                    key: key(k),
+                    want: Value::new("1"),
+                    action: Action::Restore,
+                })
+                .collect(),
+            ..Config::default()
+        }
+    }
+
+    fn table(values: &[(&str, &str)]) -> Table {
+        Table(
+            values
+                .iter()
+                .map(|(k, v)| (key(k), Value::new(v)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn all_holding_is_ok() {
+        let out = check(
+            &config(&["net.ipv4.ip_forward"]),
+            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
+        );
+        assert_eq!(out.exit_code(), 0);
+        assert_eq!(
+            out.text(),
+            "OK: 1 of 1 guarded keys hold their values\nok       net.ipv4.conf.all.forwarding = 1\n"
+        );
+    }
+
+    #[test]
+    fn wrong_outranks_unknown() {
+        let c = config(&["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]);
+        let out = check(&c, &mut table(&[("net.ipv4.conf.all.forwarding", "0")]));
+        assert_eq!(out.exit_code(), 2);
+        assert_eq!(
+            out.text(),
+            "CRITICAL: 1 of 2 guarded keys are wrong\n\
+             WRONG    net.ipv4.conf.all.forwarding = 0 (want 1)\n\
+             UNKNOWN  net.ipv6.conf.all.forwarding: does not exist on this host\n"
+        );
+        let out = check(&c, &mut table(&[("net.ipv4.conf.all.forwarding", "1")]));
+        assert_eq!(out.exit_code(), 3);
+        assert!(
+            out.text()
+                .starts_with("UNKNOWN: 1 of 2 guarded keys cannot be read\n")
+        );
+    }
+
+    #[test]
+    fn json_names_each_key_state() {
+        let out = check(
+            &config(&["net.ipv4.ip_forward"]),
+            &mut table(&[("net.ipv4.conf.all.forwarding", "0")]),
+        );
+        let json = serde_json::to_value(&out).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "status": "wrong",
+                "keys": [{"key": "net.ipv4.conf.all.forwarding", "want": "1", "value": "0", "state": "wrong"}]
+            })
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! The guard's decisions, with no I/O: given what a key reads now, whether to write it back and
+//! what to report. Time is passed in, so flapping and backoff are tested without waiting.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{Action, Flapping, Guard};
+use crate::report::{Report, Trigger};
+use crate::sysctl::{SysctlError, Value};
+
+/// The first retry after a failed restore comes this soon ...
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// ... and the delay doubles up to this.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Immediate rewrites when a restore reads back wrong, before it counts as failed.
+const CONTESTED_RETRIES: u32 = 3;
+
+/// What the daemon should do after an observation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Write the wanted value, read it back and hand the result to [`GuardState::restored`].
+    pub restore: bool,
+    pub reports: Vec<Report>,
+}
+
+/// What a key was last known to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// Not read yet.
+    Unknown,
+    Holding,
+    /// Wrong since `since` (when fwdguard first saw it wrong).
+    Drifted {
+        value: Value,
+        since: Instant,
+    },
+    /// Could not be read; the error, to report each new one once.
+    Unavailable {
+        error: String,
+    },
+}
+
+/// A restore that keeps failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failing {
+    attempts: u32,
+    retry_at: Instant,
+    delay: Duration,
+    error: String,
+}
+
+/// A run of drops dense enough to count as flapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Episode {
+    since: Instant,
+    drops: u64,
+}
+
+/// One guarded key and what fwdguard knows about it.
+#[derive(Debug, Clone)]
+pub struct GuardState {
+    pub guard: Guard,
+    flapping: Flapping,
+    seen: Seen,
+    /// Drops within the flapping window, oldest first.
+    recent_drops: VecDeque<Instant>,
+    episode: Option<Episode>,
+    failing: Option<Failing>,
+    /// Writes in a row that read back wrong (see [`GuardState::restored`]).
+    contested: u32,
+    /// Successful restores since start.
+    pub restores: u64,
+}
+
+impl GuardState {
+    pub fn new(guard: Guard, flapping: Flapping) -> Self {
+        Self {
+            guard,
+            flapping,
+            seen: Seen::Unknown,
+            recent_drops: VecDeque::new(),
+            episode: None,
+            failing: None,
+            contested: 0,
+            restores: 0,
+        }
+    }
+
+    /// Keeps what was learnt about the key across a reload that changed only the settings.
+    pub fn carry_over(&mut self, old: GuardState) {
+        if old.guard.key == self.guard.key {
+            self.seen = old.seen;
+            self.recent_drops = old.recent_drops;
+            self.episode = old.episode;
+            self.restores = old.restores;
+            if old.guard.want == self.guard.want && old.guard.action == self.guard.action {
+                self.failing = old.failing;
+            }
+        }
+    }
+
+    /// Whether the key holds its wanted value as far as fwdguard knows.
+    pub fn holding(&self) -> bool {
+        self.seen == Seen::Holding
+    }
+
+    /// Whether the key could not be read at last try.
+    pub fn unavailable(&self) -> bool {
+        matches!(self.seen, Seen::Unavailable { .. })
+    }
+
+    /// A fresh reading of the key.
+    pub fn observe(
+        &mut self,
+        reading: Result<Value, SysctlError>,
+        trigger: Trigger,
+        now: Instant,
+    ) -> Decision {
+        let mut d = Decision::default();
+        let value = match reading {
+            Ok(v) => v,
+            Err(e) => {
+                let error = e.source.to_string();
+                if self.seen
+                    != (Seen::Unavailable {
+                        error: error.clone(),
+                    })
+                {
+                    d.reports.push(Report::KeyUnavailable {
+                        key: self.guard.key.clone(),
+                        error: if e.is_missing() {
+                            "it does not exist on this host (IPv6 disabled, interface or module not there yet?)".into()
+                        } else {
+                            error.clone()
+                        },
+                    });
+                }
+                self.seen = Seen::Unavailable { error };
+                self.failing = None;
+                return d;
+            }
+        };
+        if let Seen::Unavailable { .. } = self.seen {
+            d.reports.push(Report::KeyAvailable {
+                key: self.guard.key.clone(),
+                value: value.clone(),
+            });
+            self.seen = Seen::Unknown;
+        }
+
+        if value == self.guard.want {
+            if let Seen::Drifted { value: old, since } = &self.seen {
+                if self.episode.is_none() || self.failing.is_some() {
+                    d.reports.push(Report::Recovered {
+                        key: self.guard.key.clone(),
+                        want: self.guard.want.clone(),
+                        old: old.clone(),
+                        trigger,
+                        wrong_for: now.saturating_duration_since(*since),
+                    });
+                }
+            }
+            self.seen = Seen::Holding;
+            self.failing = None;
+            return d;
+        }
+
+        // Wrong value. A drop is the step from right (or unknown, at start) to wrong; seeing the
+        // same wrong value again is the same drift.
+        let same_drift = matches!(&self.seen, Seen::Drifted { value: v, .. } if *v == value);
+        if !same_drift {
+            let since = match &self.seen {
+                Seen::Drifted { since, .. } => *since,
+                _ => {
+                    self.count_drop(now, &mut d.reports);
+                    now
+                }
+            };
+            self.seen = Seen::Drifted {
+                value: value.clone(),
+                since,
+            };
+            if self.guard.action == Action::Alert && self.episode.is_none() {
+                d.reports.push(Report::DriftAlerted {
+                    key: self.guard.key.clone(),
+                    want: self.guard.want.clone(),
+                    value,
+                    trigger,
+                });
+            }
+        }
+        d.restore = self.guard.action == Action::Restore
+            && self.failing.as_ref().is_none_or(|f| now >= f.retry_at);
+        d
+    }
+
+    /// The outcome of writing the wanted value and reading the key back. `restore` in the
+    /// result asks for another write at once.
+    pub fn restored(
+        &mut self,
+        outcome: Result<Value, SysctlError>,
+        trigger: Trigger,
+        now: Instant,
+    ) -> Decision {
+        let (old, since) = match &self.seen {
+            Seen::Drifted { value, since } => (value.clone(), *since),
+            _ => (Value::new("?"), now),
+        };
+        let error = match outcome {
+            Ok(v) if v == self.guard.want => {
+                self.restores += 1;
+                let failed = self.failing.take();
+                let attempts = failed.as_ref().map_or(1, |f| f.attempts + 1) + self.contested;
+                self.contested = 0;
+                self.seen = Seen::Holding;
+                // While flapping, a plain drop is counted, not reported; the end of a failure
+                // streak always is.
+                if self.episode.is_some() && failed.is_none() {
+                    return Decision::default();
+                }
+                return Decision {
+                    restore: false,
+                    reports: vec![Report::DriftRestored {
+                        key: self.guard.key.clone(),
+                        want: self.guard.want.clone(),
+                        old,
+                        trigger,
+                        wrong_for: now.saturating_duration_since(since),
+                        attempts,
+                    }],
+                };
+            }
+            // The write was accepted, but the key reads wrong again: another writer got in
+            // between (its write sent an event of its own), or the kernel ignored the value.
+            // Write again at once a few times, which wins against a writer in a loop, before
+            // treating it as a failure that waits for the backoff.
+            Ok(_) if self.contested < CONTESTED_RETRIES => {
+                self.contested += 1;
+                return Decision {
+                    restore: true,
+                    reports: Vec::new(),
+                };
+            }
+            Ok(v) => format!(
+                "the write did not stick: it reads {v} afterwards, {} times in a row",
+                self.contested + 1
+            ),
+            Err(e) => e.to_string(),
+        };
+        self.contested = 0;
+        let (attempts, delay) = match &self.failing {
+            Some(f) => (f.attempts + 1, (f.delay * 2).min(RETRY_MAX)),
+            None => (1, RETRY_FIRST),
+        };
+        // Report the first failure and every change of cause; a write that fails the same way
+        // every few seconds is one incident, not a flood.
+        let report = self.failing.as_ref().is_none_or(|f| f.error != error);
+        self.failing = Some(Failing {
+            attempts,
+            retry_at: now + delay,
+            delay,
+            error: error.clone(),
+        });
+        if !report {
+            tracing::debug!(key = %self.guard.key, attempts, "restore failed again: {error}");
+            return Decision::default();
+        }
+        Decision {
+            restore: false,
+            reports: vec![Report::RestoreFailed {
+                key: self.guard.key.clone(),
+                want: self.guard.want.clone(),
+                value: old,
+                error,
+                attempt: attempts,
+                retry_in: delay,
+            }],
+        }
+    }
+
+    fn count_drop(&mut self, now: Instant, reports: &mut Vec<Report>) {
+        let window = self.flapping.window;
+        while self
+            .recent_drops
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.recent_drops.pop_front();
+        }
+        self.recent_drops.push_back(now);
+        match &mut self.episode {
+            Some(e) => e.drops += 1,
+            None if self.recent_drops.len() >= self.flapping.threshold as usize => {
+                let drops = self.recent_drops.len();
+                self.episode = Some(Episode {
+                    since: self.recent_drops[0],
+                    drops: drops as u64,
+                });
+                reports.push(Report::Flapping {
+                    key: self.guard.key.clone(),
+                    action: self.guard.action,
+                    drops: drops as u32,
+                    window,
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// When [`tick`](Self::tick) has something to do: a retry falls due or a flapping episode
+    /// may end. `None` when nothing is pending, so an idle daemon sleeps.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.failing.as_ref().map(|f| f.retry_at);
+        let calm = self
+            .episode
+            .as_ref()
+            .and_then(|_| self.recent_drops.back())
+            .map(|last| *last + self.flapping.window);
+        retry.into_iter().chain(calm).min()
+    }
+
+    /// Time passed: ends a flapping episode that has been quiet for a window. Returns whether a
+    /// restore retry is due (the caller re-reads the key with [`Trigger::Retry`]).
+    pub fn tick(&mut self, now: Instant, reports: &mut Vec<Report>) -> bool {
+        if let (Some(e), Some(last)) = (&self.episode, self.recent_drops.back())
+            && now >= *last + self.flapping.window
+        {
+            reports.push(Report::FlappingEnded {
+                key: self.guard.key.clone(),
+                drops: e.drops,
+                lasted: last.saturating_duration_since(e.since),
+            });
+            self.episode = None;
+            self.recent_drops.clear();
+        }
+        self.failing.as_ref().is_some_and(|f| now >= f.retry_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::SysctlKey;
+    use crate::sysctl::Op;
+    use std::io;
+
+    fn guard(action: Action) -> GuardState {
+        GuardState::new(
+            Guard {
+                key: SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key"),
+                want: Value::new("1"),
+                action,
+            },
+            Flapping {
+                threshold: 3,
+                window: Duration::from_secs(10),
+            },
+        )
+    }
+
+    fn v(s: &str) -> Result<Value, SysctlError> {
+        Ok(Value::new(s))
+    }
+
+    fn err(kind: io::ErrorKind, op: Op) -> Result<Value, SysctlError> {
+        Err(SysctlError {
+            op,
+            key: SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key"),
+            source: io::Error::from(kind),
+        })
+    }
+
+    fn names(reports: &[Report]) -> Vec<&'static str> {
+        reports
+            .iter()
+            .map(|r| match r {
+                Report::DriftRestored { .. } => "restored",
+                Report::DriftAlerted { .. } => "alerted",
+                Report::RestoreFailed { .. } => "failed",
+                Report::Recovered { .. } => "recovered",
+                Report::Flapping { .. } => "flapping",
+                Report::FlappingEnded { .. } => "flapping-ended",
+                Report::KeyUnavailable { .. } => "unavailable",
+                Report::KeyAvailable { .. } => "available",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restore_reports_how_long_the_key_was_wrong() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        assert_eq!(g.observe(v("1"), Trigger::Startup, t0), Decision::default());
+        assert!(g.holding());
+
+        let d = g.observe(v("0"), Trigger::Netconf, t0);
+        assert!(d.restore);
+        assert!(d.reports.is_empty(), "nothing to say before the restore");
+        let r = g.restored(v("1"), Trigger::Netconf, t0 + Duration::from_micros(30));
+        assert!(!r.restore);
+        assert_eq!(
+            r.reports,
+            vec![Report::DriftRestored {
+                key: g.guard.key.clone(),
+                want: Value::new("1"),
+                old: Value::new("0"),
+                trigger: Trigger::Netconf,
+                wrong_for: Duration::from_micros(30),
+                attempts: 1,
+            }]
+        );
+        assert_eq!(g.restores, 1);
+        assert!(g.holding());
+        assert_eq!(g.next_deadline(), None, "idle: nothing scheduled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alert_reports_once_and_again_on_recovery() {
+        let mut g = guard(Action::Alert);
+        let t0 = Instant::now();
+        let d = g.observe(v("0"), Trigger::Startup, t0);
+        assert!(!d.restore, "alert never writes");
+        assert_eq!(names(&d.reports), ["alerted"]);
+        // The timed re-read sees the same drift: no second report.
+        assert_eq!(
+            g.observe(v("0"), Trigger::Reread, t0 + Duration::from_secs(30)),
+            Decision::default()
+        );
+        let d = g.observe(v("1"), Trigger::Netconf, t0 + Duration::from_secs(40));
+        match &d.reports[..] {
+            [Report::Recovered { wrong_for, old, .. }] => {
+                assert_eq!(*wrong_for, Duration::from_secs(40));
+                assert_eq!(old, &Value::new("0"));
+            }
+            other => panic!("expected one recovery, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_restore_is_reported_once_and_retried_with_backoff() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
+        let r = g
+            .restored(
+                err(io::ErrorKind::PermissionDenied, Op::Write),
+                Trigger::Netconf,
+                t0,
+            )
+            .reports;
+        assert_eq!(names(&r), ["failed"]);
+        assert_eq!(r[0].priority(), crate::report::Priority::Crit);
+        assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
+
+        // An event before the retry is due does not hammer the knob.
+        assert!(
+            !g.observe(v("0"), Trigger::Netconf, t0 + Duration::from_millis(50))
+                .restore
+        );
+
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let due = g.next_deadline().expect("retry scheduled");
+            delays.push(due - now);
+            now = due;
+            assert!(g.tick(now, &mut Vec::new()), "retry due");
+            assert!(g.observe(v("0"), Trigger::Retry, now).restore);
+            let r = g
+                .restored(
+                    err(io::ErrorKind::PermissionDenied, Op::Write),
+                    Trigger::Retry,
+                    now,
+                )
+                .reports;
+            assert!(r.is_empty(), "same failure is not reported again");
+        }
+        assert_eq!(delays[0], RETRY_FIRST);
+        assert_eq!(delays[1], RETRY_FIRST * 2);
+        assert_eq!(
+            *delays.last().expect("delays"),
+            RETRY_MAX,
+            "backoff is bounded"
+        );
+
+        // A different cause is news.
+        let r = g
+            .restored(
+                err(io::ErrorKind::ReadOnlyFilesystem, Op::Write),
+                Trigger::Retry,
+                now,
+            )
+            .reports;
+        assert_eq!(names(&r), ["failed"]);
+
+        // Success after failures says how many attempts it took.
+        now = g.next_deadline().expect("retry");
+        assert!(g.tick(now, &mut Vec::new()));
+        assert!(g.observe(v("0"), Trigger::Retry, now).restore);
+        match &g.restored(v("1"), Trigger::Retry, now).reports[..] {
+            [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 15),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_contested_write_is_retried_at_once_then_counts_as_failed() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
+        // Another writer got in between: write again straight away, quietly.
+        for _ in 0..CONTESTED_RETRIES {
+            assert_eq!(
+                g.restored(v("0"), Trigger::Netconf, t0),
+                Decision {
+                    restore: true,
+                    reports: vec![]
+                }
+            );
+        }
+        let d = g.restored(v("0"), Trigger::Netconf, t0);
+        assert!(!d.restore);
+        match &d.reports[..] {
+            [Report::RestoreFailed { error, .. }] => {
+                assert_eq!(
+                    error,
+                    "the write did not stick: it reads 0 afterwards, 4 times in a row"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_that_wins_the_race_counts_its_attempts() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
+        assert!(g.restored(v("0"), Trigger::Netconf, t0).restore);
+        match &g.restored(v("1"), Trigger::Netconf, t0).reports[..] {
+            [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_is_reported_once_with_the_count_and_restoring_goes_on() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        g.observe(v("1"), Trigger::Startup, t0);
+        let mut all = Vec::new();
+        let mut now = t0;
+        for _ in 0..20 {
+            now += Duration::from_millis(100);
+            let d = g.observe(v("0"), Trigger::Netconf, now);
+            assert!(d.restore, "still restoring while flapping");
+            all.extend(d.reports);
+            all.extend(g.restored(v("1"), Trigger::Netconf, now).reports);
+        }
+        assert_eq!(names(&all), ["restored", "restored", "flapping"]);
+        match &all[2] {
+            Report::Flapping { drops, .. } => assert_eq!(*drops, 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.restores, 20);
+
+        // Calm for a whole window: the episode ends with its total.
+        let calm = g.next_deadline().expect("episode end scheduled");
+        assert_eq!(calm, now + Duration::from_secs(10));
+        let mut reports = Vec::new();
+        assert!(!g.tick(calm - Duration::from_millis(1), &mut reports));
+        assert!(reports.is_empty());
+        g.tick(calm, &mut reports);
+        match &reports[..] {
+            [Report::FlappingEnded { drops, lasted, .. }] => {
+                assert_eq!(*drops, 20);
+                assert_eq!(*lasted, Duration::from_millis(1900));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.next_deadline(), None);
+
+        // After calming down, single drops are reported again.
+        now = calm + Duration::from_secs(1);
+        g.observe(v("0"), Trigger::Netconf, now);
+        assert_eq!(
+            names(&g.restored(v("1"), Trigger::Netconf, now).reports),
+            ["restored"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sparse_drops_are_not_flapping() {
+        let mut g = guard(Action::Restore);
+        let mut now = Instant::now();
+        for _ in 0..10 {
+            now += Duration::from_secs(6);
+            g.observe(v("0"), Trigger::Netconf, now);
+            assert_eq!(
+                names(&g.restored(v("1"), Trigger::Netconf, now).reports),
+                ["restored"]
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_key_is_reported_once_and_its_return_noticed() {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        let d = g.observe(err(io::ErrorKind::NotFound, Op::Read), Trigger::Startup, t0);
+        assert_eq!(names(&d.reports), ["unavailable"]);
+        assert!(
+            d.reports[0]
+                .to_string()
+                .contains("does not exist on this host")
+        );
+        assert!(g.unavailable());
+        assert!(
+            g.observe(err(io::ErrorKind::NotFound, Op::Read), Trigger::Reread, t0)
+                .reports
+                .is_empty()
+        );
+        let d = g.observe(v("0"), Trigger::Link, t0);
+        assert_eq!(names(&d.reports), ["available"]);
+        assert!(d.restore, "a key that comes back wrong is restored");
+    }
+}

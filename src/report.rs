@@ -1,0 +1,484 @@
+//! What fwdguard tells operators: one `Report` per event, each type with a stable journal
+//! `MESSAGE_ID` (documented in `systemd/fwdguard.catalog`), a syslog priority and structured
+//! fields. Sinks (the journal, stderr, and later webhooks) carry reports out.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Action;
+use crate::key::SysctlKey;
+use crate::sysctl::Value;
+
+pub mod journal;
+
+/// syslog priorities, as the journal's `PRIORITY=` field takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    Crit = 2,
+    Err = 3,
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+}
+
+/// How a change was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first reconcile, before READY=1.
+    Startup,
+    /// A kernel netconf event.
+    Netconf,
+    /// An inotify event on the key's `/proc/sys` file.
+    Inotify,
+    /// A network interface appeared, went away or was renamed.
+    Link,
+    /// The timed re-read.
+    Reread,
+    /// A re-read of everything after netlink events were lost.
+    Overrun,
+    /// A scheduled retry after a failed restore.
+    Retry,
+    /// A configuration reload.
+    Reload,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Netconf => "netconf",
+            Trigger::Inotify => "inotify",
+            Trigger::Link => "link",
+            Trigger::Reread => "reread",
+            Trigger::Overrun => "overrun",
+            Trigger::Retry => "retry",
+            Trigger::Reload => "reload",
+        }
+    }
+}
+
+/// One event worth telling an operator about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A key had the wrong value; fwdguard wrote the wanted one back and verified it.
+    DriftRestored {
+        key: SysctlKey,
+        want: Value,
+        old: Value,
+        trigger: Trigger,
+        /// From the moment fwdguard saw the wrong value to the verified restore.
+        wrong_for: Duration,
+        /// Writes it took, more than 1 after failures.
+        attempts: u32,
+    },
+    /// A key has the wrong value and the policy is `alert`: nothing was changed.
+    DriftAlerted {
+        key: SysctlKey,
+        want: Value,
+        value: Value,
+        trigger: Trigger,
+    },
+    /// Writing the wanted value failed or did not stick; fwdguard retries.
+    RestoreFailed {
+        key: SysctlKey,
+        want: Value,
+        value: Value,
+        error: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+    /// A drifted key has its wanted value again without fwdguard writing it.
+    Recovered {
+        key: SysctlKey,
+        want: Value,
+        old: Value,
+        trigger: Trigger,
+        wrong_for: Duration,
+    },
+    /// A key is knocked down again and again. Single drops are not reported until it calms.
+    Flapping {
+        key: SysctlKey,
+        action: Action,
+        drops: u32,
+        window: Duration,
+    },
+    /// A flapping key has been quiet for a whole window.
+    FlappingEnded {
+        key: SysctlKey,
+        drops: u64,
+        lasted: Duration,
+    },
+    /// A guarded key cannot be read: it does not exist on this host, or access failed.
+    KeyUnavailable { key: SysctlKey, error: String },
+    /// A key that could not be read can be read again.
+    KeyAvailable { key: SysctlKey, value: Value },
+    /// A reload (SIGHUP) took effect.
+    ConfigReloaded { origin: String, guards: usize },
+    /// A reload failed; the previous configuration stays in force.
+    ReloadFailed { origin: String, error: String },
+    /// Kernel events were lost (netlink ENOBUFS); everything was re-read.
+    EventsLost { times: u64 },
+}
+
+/// Journal `MESSAGE_ID`s. Stable forever: operators filter and alert on them.
+pub mod message_id {
+    pub const DRIFT_RESTORED: &str = "3755efd96d564517beeea6434c76615e";
+    pub const DRIFT_ALERTED: &str = "81f67f1d96034c98864e53ac0e6ec3b4";
+    pub const RESTORE_FAILED: &str = "181fbfbf5ef142568baae804fc06982c";
+    pub const RECOVERED: &str = "9db7f98ff7474ac0a225549bdcff5679";
+    pub const FLAPPING: &str = "103cd846be554c6bb104909fe1ad86fe";
+    pub const FLAPPING_ENDED: &str = "1359bf5245354eac8dd03e36a56906a5";
+    pub const KEY_UNAVAILABLE: &str = "689728ebf43f4973ba72fc21bc4c4767";
+    pub const KEY_AVAILABLE: &str = "615a084a5b4b41609e54b7fa7290266d";
+    pub const CONFIG_RELOADED: &str = "9a3d39c1f4c446e2be6c82810b9d7fc4";
+    pub const RELOAD_FAILED: &str = "25a836a1ee094db79700cc6e2efb685f";
+    pub const EVENTS_LOST: &str = "8ee66b0c20914d16a6016608e72c593b";
+
+    pub const ALL: [&str; 11] = [
+        DRIFT_RESTORED,
+        DRIFT_ALERTED,
+        RESTORE_FAILED,
+        RECOVERED,
+        FLAPPING,
+        FLAPPING_ENDED,
+        KEY_UNAVAILABLE,
+        KEY_AVAILABLE,
+        CONFIG_RELOADED,
+        RELOAD_FAILED,
+        EVENTS_LOST,
+    ];
+}
+
+/// A duration as operators read it: `35µs`, `1.2ms`, `4s`.
+pub fn human(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.1}s", us as f64 / 1e6)
+    }
+}
+
+impl Report {
+    pub fn message_id(&self) -> &'static str {
+        use message_id::*;
+        match self {
+            Report::DriftRestored { .. } => DRIFT_RESTORED,
+            Report::DriftAlerted { .. } => DRIFT_ALERTED,
+            Report::RestoreFailed { .. } => RESTORE_FAILED,
+            Report::Recovered { .. } => RECOVERED,
+            Report::Flapping { .. } => FLAPPING,
+            Report::FlappingEnded { .. } => FLAPPING_ENDED,
+            Report::KeyUnavailable { .. } => KEY_UNAVAILABLE,
+            Report::KeyAvailable { .. } => KEY_AVAILABLE,
+            Report::ConfigReloaded { .. } => CONFIG_RELOADED,
+            Report::ReloadFailed { .. } => RELOAD_FAILED,
+            Report::EventsLost { .. } => EVENTS_LOST,
+        }
+    }
+
+    pub fn priority(&self) -> Priority {
+        match self {
+            Report::RestoreFailed { .. } => Priority::Crit,
+            // Forwarding is off and stays off until someone acts.
+            Report::DriftAlerted { .. } | Report::Flapping { .. } | Report::ReloadFailed { .. } => {
+                Priority::Err
+            }
+            Report::DriftRestored { .. }
+            | Report::KeyUnavailable { .. }
+            | Report::EventsLost { .. } => Priority::Warning,
+            Report::Recovered { .. }
+            | Report::FlappingEnded { .. }
+            | Report::KeyAvailable { .. } => Priority::Notice,
+            Report::ConfigReloaded { .. } => Priority::Info,
+        }
+    }
+
+    /// The key this report is about, if any.
+    pub fn key(&self) -> Option<&SysctlKey> {
+        match self {
+            Report::DriftRestored { key, .. }
+            | Report::DriftAlerted { key, .. }
+            | Report::RestoreFailed { key, .. }
+            | Report::Recovered { key, .. }
+            | Report::Flapping { key, .. }
+            | Report::FlappingEnded { key, .. }
+            | Report::KeyUnavailable { key, .. }
+            | Report::KeyAvailable { key, .. } => Some(key),
+            Report::ConfigReloaded { .. }
+            | Report::ReloadFailed { .. }
+            | Report::EventsLost { .. } => None,
+        }
+    }
+
+    /// Structured fields beyond MESSAGE, PRIORITY and MESSAGE_ID, named as the journal shows them.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if let Some(key) = self.key() {
+            f.push(("FWDGUARD_KEY", key.to_string()));
+        }
+        match self {
+            Report::DriftRestored {
+                want,
+                old,
+                trigger,
+                wrong_for,
+                attempts,
+                ..
+            } => {
+                f.push(("FWDGUARD_OLD", old.to_string()));
+                f.push(("FWDGUARD_NEW", want.to_string()));
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
+                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
+                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
+                f.push(("FWDGUARD_ATTEMPTS", attempts.to_string()));
+            }
+            Report::DriftAlerted {
+                want,
+                value,
+                trigger,
+                ..
+            } => {
+                f.push(("FWDGUARD_NEW", value.to_string()));
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_ACTION", Action::Alert.as_str().into()));
+                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
+            }
+            Report::RestoreFailed {
+                want,
+                value,
+                error,
+                attempt,
+                retry_in,
+                ..
+            } => {
+                f.push(("FWDGUARD_OLD", value.to_string()));
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
+                f.push(("FWDGUARD_ERROR", error.clone()));
+                f.push(("FWDGUARD_ATTEMPTS", attempt.to_string()));
+                f.push(("FWDGUARD_RETRY_USEC", retry_in.as_micros().to_string()));
+            }
+            Report::Recovered {
+                want,
+                old,
+                trigger,
+                wrong_for,
+                ..
+            } => {
+                f.push(("FWDGUARD_OLD", old.to_string()));
+                f.push(("FWDGUARD_NEW", want.to_string()));
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
+                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
+            }
+            Report::Flapping {
+                action,
+                drops,
+                window,
+                ..
+            } => {
+                f.push(("FWDGUARD_ACTION", action.as_str().into()));
+                f.push(("FWDGUARD_COUNT", drops.to_string()));
+                f.push(("FWDGUARD_WINDOW_USEC", window.as_micros().to_string()));
+            }
+            Report::FlappingEnded { drops, lasted, .. } => {
+                f.push(("FWDGUARD_COUNT", drops.to_string()));
+                f.push(("FWDGUARD_LASTED_USEC", lasted.as_micros().to_string()));
+            }
+            Report::KeyUnavailable { error, .. } => f.push(("FWDGUARD_ERROR", error.clone())),
+            Report::KeyAvailable { value, .. } => f.push(("FWDGUARD_NEW", value.to_string())),
+            Report::ConfigReloaded { origin, guards } => {
+                f.push(("FWDGUARD_CONFIG", origin.clone()));
+                f.push(("FWDGUARD_COUNT", guards.to_string()));
+            }
+            Report::ReloadFailed { origin, error } => {
+                f.push(("FWDGUARD_CONFIG", origin.clone()));
+                f.push(("FWDGUARD_ERROR", error.clone()));
+            }
+            Report::EventsLost { times } => f.push(("FWDGUARD_COUNT", times.to_string())),
+        }
+        f
+    }
+}
+
+impl fmt::Display for Report {
+    /// The human sentence: the journal's `MESSAGE` and the stderr line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::DriftRestored {
+                key,
+                want,
+                old,
+                trigger,
+                wrong_for,
+                attempts,
+            } => {
+                write!(
+                    f,
+                    "{key} was {old}, restored to {want} in {} (seen via {})",
+                    human(*wrong_for),
+                    trigger.as_str()
+                )?;
+                if *attempts > 1 {
+                    write!(f, " after {attempts} attempts")?;
+                }
+                Ok(())
+            }
+            Report::DriftAlerted {
+                key,
+                want,
+                value,
+                trigger,
+            } => write!(
+                f,
+                "{key} is {value}, want {want}; action is alert, not changing it (seen via {})",
+                trigger.as_str()
+            ),
+            Report::RestoreFailed {
+                key,
+                want,
+                error,
+                attempt,
+                retry_in,
+                ..
+            } => write!(
+                f,
+                "cannot restore {key} to {want}: {error}; attempt {attempt}, retrying in {}",
+                human(*retry_in)
+            ),
+            Report::Recovered {
+                key,
+                want,
+                old,
+                wrong_for,
+                ..
+            } => write!(
+                f,
+                "{key} is back at {want} after {} at {old}, set by someone else",
+                human(*wrong_for)
+            ),
+            Report::Flapping {
+                key,
+                action,
+                drops,
+                window,
+            } => write!(
+                f,
+                "{key} is flapping: knocked down {drops} times within {}; still {}, single drops not reported until it calms down",
+                humantime::format_duration(*window),
+                match action {
+                    Action::Restore => "restoring",
+                    Action::Alert => "alerting",
+                }
+            ),
+            Report::FlappingEnded { key, drops, lasted } => write!(
+                f,
+                "{key} stopped flapping: {drops} drops in {}",
+                human(*lasted)
+            ),
+            Report::KeyUnavailable { key, error } => {
+                write!(f, "{key} cannot be guarded for now: {error}")
+            }
+            Report::KeyAvailable { key, value } => {
+                write!(f, "{key} is available again, value {value}")
+            }
+            Report::ConfigReloaded { origin, guards } => {
+                write!(
+                    f,
+                    "configuration reloaded from {origin}: {guards} guarded keys"
+                )
+            }
+            Report::ReloadFailed { origin, error } => write!(
+                f,
+                "reload of {origin} failed, keeping the previous configuration: {error}"
+            ),
+            Report::EventsLost { times } => write!(
+                f,
+                "kernel events were lost (netlink receive queue overrun, {times} so far); re-read every guarded key"
+            ),
+        }
+    }
+}
+
+/// Somewhere reports go.
+pub trait Sink {
+    fn emit(&mut self, report: &Report);
+}
+
+/// Reports as log lines through `tracing`: stderr when there is no journal.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn emit(&mut self, report: &Report) {
+        let key = report.key().map(ToString::to_string).unwrap_or_default();
+        let id = report.message_id();
+        match report.priority() {
+            Priority::Crit | Priority::Err => tracing::error!(message_id = id, key, "{report}"),
+            Priority::Warning => tracing::warn!(message_id = id, key, "{report}"),
+            Priority::Notice | Priority::Info => tracing::info!(message_id = id, key, "{report}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_distinct_and_in_the_catalog() {
+        let catalog = include_str!("../systemd/fwdguard.catalog");
+        let mut seen = std::collections::HashSet::new();
+        for id in message_id::ALL {
+            assert_eq!(id.len(), 32);
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+            assert!(seen.insert(id), "duplicate {id}");
+            assert!(
+                catalog.contains(&format!("-- {id}\n")),
+                "{id} missing from the catalog"
+            );
+        }
+    }
+
+    #[test]
+    fn restored_report_reads_well_and_carries_fields() {
+        let r = Report::DriftRestored {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            old: Value::new("0"),
+            trigger: Trigger::Netconf,
+            wrong_for: Duration::from_micros(42),
+            attempts: 1,
+        };
+        assert_eq!(
+            r.to_string(),
+            "net.ipv4.conf.all.forwarding was 0, restored to 1 in 42µs (seen via netconf)"
+        );
+        assert_eq!(r.priority(), Priority::Warning);
+        let fields = r.fields();
+        for (k, v) in [
+            ("FWDGUARD_KEY", "net.ipv4.conf.all.forwarding"),
+            ("FWDGUARD_OLD", "0"),
+            ("FWDGUARD_NEW", "1"),
+            ("FWDGUARD_WANT", "1"),
+            ("FWDGUARD_ACTION", "restore"),
+            ("FWDGUARD_WRONG_USEC", "42"),
+        ] {
+            assert!(
+                fields.contains(&(k, v.to_owned())),
+                "{k}={v} missing in {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_nanos(35_400)), "35µs");
+        assert_eq!(human(Duration::from_micros(1_250)), "1.2ms");
+        assert_eq!(human(Duration::from_millis(4_000)), "4.0s");
+    }
+}

@@ -1,0 +1,782 @@
+//! Netconf messages (`RTM_NEWNETCONF`, `RTM_DELNETCONF`, `RTM_GETNETCONF`) and the
+//! rtnetlink message type spoken on fwdguard's sockets. Pure decoding and encoding, no I/O.
+//!
+//! `netlink-packet-route` does not know the netconf types (it fails on type 80), so they
+//! are written here on `netlink-packet-core`. Link messages are decoded only as far as the
+//! daemon needs them (index and name), see [`LinkSummary`].
+
+use netlink_packet_core::{
+    DecodeError, DefaultNla, Emitable, ErrorContext, NetlinkDeserializable, NetlinkHeader,
+    NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, parse_i32, parse_string,
+};
+use netlink_packet_route::link::LinkHeader;
+
+/// `RTM_NEWNETCONF`: a netconf value changed, or the reply to `RTM_GETNETCONF`.
+pub const RTM_NEWNETCONF: u16 = 80;
+/// `RTM_DELNETCONF`: a device's netconf went away. Sent when a link is deleted, and also on
+/// a rename (the kernel re-registers the device's sysctls: DEL, then NEW). Not in `libc`.
+pub const RTM_DELNETCONF: u16 = 81;
+/// `RTM_GETNETCONF`: request for one device's values (or a dump).
+pub const RTM_GETNETCONF: u16 = 82;
+
+/// `NETCONFA_IFINDEX` value meaning `conf/all`.
+pub const IFINDEX_ALL: i32 = -1;
+/// `NETCONFA_IFINDEX` value meaning `conf/default`.
+pub const IFINDEX_DEFAULT: i32 = -2;
+
+const NETCONFA_IFINDEX: u16 = 1;
+const NETCONFA_FORWARDING: u16 = 2;
+const NETCONFA_RP_FILTER: u16 = 3;
+const NETCONFA_MC_FORWARDING: u16 = 4;
+const NETCONFA_PROXY_NEIGH: u16 = 5;
+const NETCONFA_IGNORE_ROUTES_WITH_LINKDOWN: u16 = 6;
+const NETCONFA_INPUT: u16 = 7;
+const NETCONFA_BC_FORWARDING: u16 = 8;
+
+const IFLA_IFNAME: u16 = 3;
+
+/// `struct netconfmsg { __u8 ncm_family; }` is one byte, but attributes start at
+/// `NLMSG_ALIGN(1)`: the kernel sends, and expects, three bytes of zero padding.
+const NETCONF_HEADER_LEN: usize = 4;
+/// `struct ifinfomsg`.
+const LINK_HEADER_LEN: usize = 16;
+
+/// One `NETCONFA_*` attribute. The known ones are all `s32` in host byte order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetconfAttribute {
+    /// `NETCONFA_IFINDEX`: a link index, or [`IFINDEX_ALL`] / [`IFINDEX_DEFAULT`].
+    IfIndex(i32),
+    /// `NETCONFA_FORWARDING`.
+    Forwarding(i32),
+    /// `NETCONFA_RP_FILTER` (IPv4 only).
+    RpFilter(i32),
+    /// `NETCONFA_MC_FORWARDING`.
+    McForwarding(i32),
+    /// `NETCONFA_PROXY_NEIGH`.
+    ProxyNeigh(i32),
+    /// `NETCONFA_IGNORE_ROUTES_WITH_LINKDOWN`.
+    IgnoreRoutesWithLinkdown(i32),
+    /// `NETCONFA_INPUT` (MPLS).
+    Input(i32),
+    /// `NETCONFA_BC_FORWARDING` (IPv4, Linux 5.0+; the kernel sends it for new devices).
+    BcForwarding(i32),
+    /// An attribute newer than this list, kept as it came.
+    Other(DefaultNla),
+}
+
+impl NetconfAttribute {
+    /// The attribute's type and, for the known ones, its integer value.
+    fn split(&self) -> (u16, Option<i32>) {
+        use NetconfAttribute::*;
+        match *self {
+            IfIndex(v) => (NETCONFA_IFINDEX, Some(v)),
+            Forwarding(v) => (NETCONFA_FORWARDING, Some(v)),
+            RpFilter(v) => (NETCONFA_RP_FILTER, Some(v)),
+            McForwarding(v) => (NETCONFA_MC_FORWARDING, Some(v)),
+            ProxyNeigh(v) => (NETCONFA_PROXY_NEIGH, Some(v)),
+            IgnoreRoutesWithLinkdown(v) => (NETCONFA_IGNORE_ROUTES_WITH_LINKDOWN, Some(v)),
+            Input(v) => (NETCONFA_INPUT, Some(v)),
+            BcForwarding(v) => (NETCONFA_BC_FORWARDING, Some(v)),
+            Other(ref nla) => (nla.kind(), None),
+        }
+    }
+}
+
+impl Nla for NetconfAttribute {
+    fn value_len(&self) -> usize {
+        match self {
+            NetconfAttribute::Other(nla) => nla.value_len(),
+            _ => size_of::<i32>(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        self.split().0
+    }
+
+    fn emit_value(&self, buffer: &mut [u8]) {
+        match (self, self.split().1) {
+            (NetconfAttribute::Other(nla), _) => nla.emit_value(buffer),
+            (_, Some(value)) => buffer[..size_of::<i32>()].copy_from_slice(&value.to_ne_bytes()),
+            (_, None) => {}
+        }
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for NetconfAttribute {
+    fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
+        use NetconfAttribute::*;
+        let kind = buf.kind();
+        let int = || parse_i32(buf.value()).with_context(|| format!("NETCONFA type {kind}"));
+        Ok(match kind {
+            NETCONFA_IFINDEX => IfIndex(int()?),
+            NETCONFA_FORWARDING => Forwarding(int()?),
+            NETCONFA_RP_FILTER => RpFilter(int()?),
+            NETCONFA_MC_FORWARDING => McForwarding(int()?),
+            NETCONFA_PROXY_NEIGH => ProxyNeigh(int()?),
+            NETCONFA_IGNORE_ROUTES_WITH_LINKDOWN => IgnoreRoutesWithLinkdown(int()?),
+            NETCONFA_INPUT => Input(int()?),
+            NETCONFA_BC_FORWARDING => BcForwarding(int()?),
+            _ => Other(DefaultNla::parse(buf)?),
+        })
+    }
+}
+
+/// A netconf message: `struct netconfmsg` plus `NETCONFA_*` attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetconfMessage {
+    /// `AF_INET`, `AF_INET6`, `AF_MPLS`.
+    pub family: u8,
+    /// Attributes in the order they came (the kernel puts `NETCONFA_IFINDEX` first).
+    pub attributes: Vec<NetconfAttribute>,
+}
+
+impl NetconfMessage {
+    /// The body of an `RTM_GETNETCONF` "doit" request for one device of one family.
+    pub fn request(family: u8, ifindex: i32) -> Self {
+        NetconfMessage {
+            family,
+            attributes: vec![NetconfAttribute::IfIndex(ifindex)],
+        }
+    }
+
+    /// `NETCONFA_IFINDEX`: a link index, [`IFINDEX_ALL`] or [`IFINDEX_DEFAULT`].
+    pub fn ifindex(&self) -> Option<i32> {
+        self.attributes.iter().find_map(|a| match a {
+            NetconfAttribute::IfIndex(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// `NETCONFA_FORWARDING`. Change events carry only the attribute that changed, so this is
+    /// `None` for an `rp_filter` event.
+    pub fn forwarding(&self) -> Option<i32> {
+        self.attributes.iter().find_map(|a| match a {
+            NetconfAttribute::Forwarding(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// Decodes the payload of a netconf message (after the `nlmsghdr`).
+    pub fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
+        let Some(&family) = payload.first() else {
+            return Err(DecodeError::buffer_too_small(payload.len(), 1));
+        };
+        // Attributes start after the padded header; a bare 1-byte header has none.
+        let nlas = payload.get(NETCONF_HEADER_LEN..).unwrap_or_default();
+        let attributes = NlasIterator::new(nlas)
+            .map(|nla| nla.and_then(|nla| NetconfAttribute::parse(&nla)))
+            .collect::<Result<Vec<_>, _>>()
+            .context("netconf attributes")?;
+        Ok(NetconfMessage { family, attributes })
+    }
+}
+
+impl Emitable for NetconfMessage {
+    fn buffer_len(&self) -> usize {
+        NETCONF_HEADER_LEN + self.attributes.as_slice().buffer_len()
+    }
+
+    fn emit(&self, buffer: &mut [u8]) {
+        buffer[..NETCONF_HEADER_LEN].copy_from_slice(&[self.family, 0, 0, 0]);
+        self.attributes
+            .as_slice()
+            .emit(&mut buffer[NETCONF_HEADER_LEN..]);
+    }
+}
+
+/// What the daemon needs from an `RTM_NEWLINK`/`RTM_DELLINK`: the index and the name.
+///
+/// Decoded from the `ifinfomsg` header ([`LinkHeader`] of `netlink-packet-route`) and the
+/// `IFLA_IFNAME` attribute only. A full `LinkMessage` parse would also decode dozens of
+/// nested attributes we never look at, and one the crate cannot parse on a newer kernel
+/// would cost us the whole event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSummary {
+    /// `ifi_index`.
+    pub index: u32,
+    /// `IFLA_IFNAME`; the kernel always sends it, `None` only for odd input.
+    pub name: Option<String>,
+}
+
+impl LinkSummary {
+    /// Decodes the payload of a link message (after the `nlmsghdr`).
+    pub fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
+        let header = LinkHeader::parse(payload).context("ifinfomsg")?;
+        let mut name = None;
+        for nla in NlasIterator::new(&payload[LINK_HEADER_LEN..]) {
+            let nla = nla.context("link attributes")?;
+            if nla.kind() == IFLA_IFNAME {
+                name = Some(parse_string(nla.value()).context("IFLA_IFNAME")?);
+            }
+        }
+        Ok(LinkSummary {
+            index: header.index,
+            name,
+        })
+    }
+
+    fn name_nla(&self) -> Option<DefaultNla> {
+        let name = self.name.as_ref()?;
+        let mut value = name.as_bytes().to_vec();
+        value.push(0);
+        Some(DefaultNla::new(IFLA_IFNAME, value))
+    }
+}
+
+impl Emitable for LinkSummary {
+    fn buffer_len(&self) -> usize {
+        LINK_HEADER_LEN + self.name_nla().map_or(0, |nla| nla.buffer_len())
+    }
+
+    fn emit(&self, buffer: &mut [u8]) {
+        let header = LinkHeader {
+            index: self.index,
+            ..LinkHeader::default()
+        };
+        header.emit(&mut buffer[..LINK_HEADER_LEN]);
+        if let Some(nla) = self.name_nla() {
+            nla.emit(&mut buffer[LINK_HEADER_LEN..]);
+        }
+    }
+}
+
+/// The rtnetlink messages fwdguard sends and receives.
+///
+/// Decoding never fails on a message type we do not know: it becomes [`RtnlMessage::Other`],
+/// so one odd message cannot end a stream. A known type with a broken body is an error for
+/// that message only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtnlMessage {
+    /// `RTM_NEWNETCONF`: an event, or a `GETNETCONF` reply.
+    NewNetconf(NetconfMessage),
+    /// `RTM_DELNETCONF`.
+    DelNetconf(NetconfMessage),
+    /// `RTM_GETNETCONF` request.
+    GetNetconf(NetconfMessage),
+    /// `RTM_NEWLINK`: a link appeared or changed, or one entry of a `GETLINK` dump.
+    NewLink(LinkSummary),
+    /// `RTM_DELLINK`.
+    DelLink(LinkSummary),
+    /// `RTM_GETLINK` request with an empty `ifinfomsg`; send it with `NLM_F_DUMP`.
+    GetLinkDump,
+    /// Any other message type, with the type number. Its body is not kept.
+    Other(u16),
+}
+
+impl NetlinkDeserializable for RtnlMessage {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
+        let netconf = || NetconfMessage::parse(payload);
+        let link = || LinkSummary::parse(payload);
+        Ok(match header.message_type {
+            RTM_NEWNETCONF => RtnlMessage::NewNetconf(netconf()?),
+            RTM_DELNETCONF => RtnlMessage::DelNetconf(netconf()?),
+            RTM_GETNETCONF => RtnlMessage::GetNetconf(netconf()?),
+            libc::RTM_NEWLINK => RtnlMessage::NewLink(link()?),
+            libc::RTM_DELLINK => RtnlMessage::DelLink(link()?),
+            libc::RTM_GETLINK => RtnlMessage::GetLinkDump,
+            other => RtnlMessage::Other(other),
+        })
+    }
+}
+
+impl NetlinkSerializable for RtnlMessage {
+    fn message_type(&self) -> u16 {
+        match self {
+            RtnlMessage::NewNetconf(_) => RTM_NEWNETCONF,
+            RtnlMessage::DelNetconf(_) => RTM_DELNETCONF,
+            RtnlMessage::GetNetconf(_) => RTM_GETNETCONF,
+            RtnlMessage::NewLink(_) => libc::RTM_NEWLINK,
+            RtnlMessage::DelLink(_) => libc::RTM_DELLINK,
+            RtnlMessage::GetLinkDump => libc::RTM_GETLINK,
+            RtnlMessage::Other(message_type) => *message_type,
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        match self {
+            RtnlMessage::NewNetconf(m)
+            | RtnlMessage::DelNetconf(m)
+            | RtnlMessage::GetNetconf(m) => m.buffer_len(),
+            RtnlMessage::NewLink(l) | RtnlMessage::DelLink(l) => l.buffer_len(),
+            RtnlMessage::GetLinkDump => LINK_HEADER_LEN,
+            RtnlMessage::Other(_) => 0,
+        }
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        match self {
+            RtnlMessage::NewNetconf(m)
+            | RtnlMessage::DelNetconf(m)
+            | RtnlMessage::GetNetconf(m) => m.emit(buffer),
+            RtnlMessage::NewLink(l) | RtnlMessage::DelLink(l) => l.emit(buffer),
+            RtnlMessage::GetLinkDump => LinkHeader::default().emit(buffer),
+            RtnlMessage::Other(_) => {}
+        }
+    }
+}
+
+/// Messages captured from a real kernel, shared with the socket tests.
+///
+/// Captured with a python3 `AF_NETLINK`/`NETLINK_ROUTE` socket bound to groups
+/// `RTNLGRP_IPV4_NETCONF | RTNLGRP_IPV6_NETCONF | RTNLGRP_LINK` inside `unshare -n` (a
+/// private network namespace, checked against the host's before any write), on Linux
+/// `6.18.44-fc-v669` (x86_64, so little-endian), while writing `/proc/sys/net/...` and
+/// running `ip link add d0 type bridge` / `ip link set d0 name d1` / `ip link del d1`
+/// (this kernel has no `dummy` driver). The requests were sent on a second socket.
+/// Each constant is one netlink message, `nlmsghdr` included, as hex.
+#[cfg(test)]
+pub(crate) mod captured {
+    /// Decodes one of the hex constants below.
+    pub(crate) fn bytes(hex: &str) -> Vec<u8> {
+        assert!(hex.len() % 2 == 0, "odd hex length");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex fixture"))
+            .collect()
+    }
+
+    /// `conf/all/forwarding=1` (IPv4): first of the fan-out, ifindex -1.
+    pub(crate) const NEWNETCONF_V4_ALL_FORWARDING_1: &str =
+        "240000005000000000000000000000000200000008000100ffffffff0800020001000000";
+    /// Second of the IPv4 fan-out, ifindex -2.
+    pub(crate) const NEWNETCONF_V4_DEFAULT_FORWARDING_1: &str =
+        "240000005000000000000000000000000200000008000100feffffff0800020001000000";
+    /// `ipv6/conf/all/forwarding=1`: IPv6 fans out `default`, devices, then `all`.
+    pub(crate) const NEWNETCONF_V6_DEFAULT_FORWARDING_1: &str =
+        "240000005000000000000000000000000a00000008000100feffffff0800020001000000";
+    /// `conf/lo/rp_filter=2`: only the device's event, with NETCONFA_RP_FILTER.
+    pub(crate) const NEWNETCONF_V4_LO_RP_FILTER_2: &str =
+        "240000005000000000000000000000000200000008000100010000000800030002000000";
+    /// A new link (ifindex 2): full attribute set, including BC_FORWARDING (8).
+    pub(crate) const NEWNETCONF_V4_NEW_DEVICE: &str = concat!(
+        "4c00000050000000000000000000000002000000080001000200000008000200000000000800030000000000",
+        "0800040000000000080008000000000008000500000000000800060000000000",
+    );
+    /// Link ifindex 2 deleted (or renamed): RTM_DELNETCONF with IFINDEX only.
+    pub(crate) const DELNETCONF_V4_DEVICE: &str =
+        "1c000000510000000000000000000000020000000800010002000000";
+    /// `ip link add d0 type bridge`: RTM_NEWLINK, ifindex 2.
+    pub(crate) const NEWLINK_D0: &str = concat!(
+        "58070000100000000000000000000000000001000200000002100000ffffffff070003006430000008000d00",
+        "e803000005001000020000000500110000000000050043000100000008000400dc0500000800320044000000",
+        "08003300ffff000008001b000000000008001e000000000008003d000000000008001f000100000008002800",
+        "ffff0000080029000000010008003a000000010008003f0000000100080040000000010008003b0000000100",
+        "08003c00ffff0000080042000000000008002000010000000500210001000000080023000000000008002f00",
+        "0000000008003000000000000600440000000000060045000000000005002700000000000a00010092a93c66",
+        "297300000a000200ffffffffffff0000cc001700000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "6400070000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000c002b0005000200000000009c0112000b00010062726964676500008c010200",
+        "0c00100000000000000000000c00110000000000000000000c00120000000000000000000c00130000000000",
+        "0000000008000100dc05000008000200c800000008000300d007000008000400307500000800050000000000",
+        "0600060000800000050007000000000006000900000000000c000b0080000000000000000c000a0080000000",
+        "0000000006000c000000000008000d000000000005000e000000000005000f00000000000a0014000180c200",
+        "000000000c002e00000000001f00000008003000000000000800310000000000050016000100000005001700",
+        "010000000500180000000000050019000000000005002a000000000008001a001000000008001b0000100000",
+        "08001c000200000008001d000200000005002b000200000005002c00010000000c001e006400000000000000",
+        "0c001f0090650000000000000c0020009c630000000000000c002100d4300000000000000c002200e8030000",
+        "000000000c002300340c00000000000005002400000000000500250000000000050026000000000009000600",
+        "6e6f6f700000000030031a008c00020088000100000000000000000000000000010000000100000001000000",
+        "0100000000000000010000000000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000000000000000000000000000000000000000000000010270000e8030000",
+        "0000000000000000000000000000000001000000a0020a00080001000000000014000500ffff0000e08f0000",
+        "b43f0000e8030000f40002000100000040000000dc05000001000000010000000100000001000000ffffffff",
+        "a00f0000e803000000000000803a090080510100030000005802000010000000000000000100000001000000",
+        "0100000060ea0000000000000000000000000000000000000000000000000000010000000000000000000000",
+        "10270000e8030000010000000000000000000000010000000000000000000000010000000000000000000000",
+        "000000000000000080ee36000000000000000000010000000000000000000000000000000000000000000000",
+        "0004000000000000ffff0000ffffffff01000000000000000000000000000000340103002600000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000000000000000000000000000000000000000000000000000000003c0006000700000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "000000001400070000000000000000000000000000000000050008000000000024000e000000000000000000",
+        "00000000000000000000000000000000000000000000000004003e8004004180",
+    );
+    /// `ip link del d1` (d0 renamed to d1): RTM_DELLINK, ifindex 2.
+    pub(crate) const DELLINK_D1: &str = concat!(
+        "2c040000110000000000000000000000000001000200000002100000ffffffff070003006431000008000d00",
+        "e803000005001000020000000500110000000000050043000100000008000400dc0500000800320044000000",
+        "08003300ffff000008001b000000000008001e000000000008003d000000000008001f000100000008002800",
+        "ffff0000080029000000010008003a000000010008003f0000000100080040000000010008003b0000000100",
+        "08003c00ffff0000080042000000000008002000010000000500210001000000080023000000000008002f00",
+        "0000000008003000000000000600440000000000060045000000000005002700000000000a00010092a93c66",
+        "297300000a000200ffffffffffff0000cc001700000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "6400070000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000c002b0005000200000000009c0112000b00010062726964676500008c010200",
+        "0c00100000000000000000000c00110000000000000000000c00120000000000000000000c00130000000000",
+        "0000000008000100dc05000008000200c800000008000300d007000008000400307500000800050000000000",
+        "0600060000800000050007000000000006000900000000000c000b0080000000000000000c000a0080000000",
+        "0000000006000c000000000008000d000000000005000e000000000005000f00000000000a0014000180c200",
+        "000000000c002e00000000001f00000008003000000000000800310000000000050016000100000005001700",
+        "010000000500180000000000050019000000000005002a000000000008001a001000000008001b0000100000",
+        "08001c000200000008001d000200000005002b000200000005002c00010000000c001e006400000000000000",
+        "0c001f0090650000000000000c0020009c630000000000000c002100d4300000000000000c002200e8030000",
+        "000000000c002300340c00000000000005002400000000000500250000000000050026000000000009000600",
+        "6e6f6f700000000004001a0024000e0000000000000000000000000000000000000000000000000000000000",
+        "0000000004003e8004004180",
+    );
+    /// What python sent for RTM_GETNETCONF AF_INET ifindex -1, seq 1, and the kernel accepted.
+    pub(crate) const GETNETCONF_V4_ALL_REQUEST: &str =
+        "1c0000005200010001000000000000000200000008000100ffffffff";
+    /// The kernel's reply to it: forwarding 0, port 0xff391670.
+    pub(crate) const GETNETCONF_V4_ALL_REPLY: &str = concat!(
+        "4c0000005000000001000000701639ff0200000008000100ffffffff08000200000000000800030001000000",
+        "0800040000000000080008000000000008000500000000000800060000000000",
+    );
+    /// RTM_GETNETCONF AF_INET ifindex 77 (no such link): NLMSG_ERROR -19 (ENODEV).
+    pub(crate) const GETNETCONF_ENODEV_REPLY: &str = concat!(
+        "300000000200000005000000701639ffedffffff1c0000005200010005000000000000000200000008000100",
+        "4d000000",
+    );
+    /// RTM_GETNETCONF AF_UNSPEC: NLMSG_ERROR -95 (EOPNOTSUPP), as for any family without a handler.
+    pub(crate) const GETNETCONF_EOPNOTSUPP_REPLY: &str = concat!(
+        "300000000200000006000000701639ffa1ffffff1c0000005200010006000000000000000000000008000100",
+        "ffffffff",
+    );
+    /// RTM_GETLINK dump request, seq 9 (NLM_F_REQUEST | NLM_F_DUMP, empty ifinfomsg).
+    pub(crate) const GETLINK_DUMP_REQUEST: &str =
+        "2000000012000103090000000000000000000000000000000000000000000000";
+    /// Dump reply for `lo` (NLM_F_MULTI).
+    pub(crate) const GETLINK_DUMP_LO: &str = concat!(
+        "bc0500001000020009000000701639ff00000403010000000800000000000000070003006c6f000008000d00",
+        "e803000005001000020000000500110000000000050043000100000008000400000001000800320000000000",
+        "080033000000000008001b000000000008001e000000000008003d000000000008001f000100000008002800",
+        "ffff0000080029000000010008003a000000010008003f0000000100080040000000010008003b00f8ff0700",
+        "08003c00ffff0000080042000000000008002000010000000500210001000000080023000000000008002f00",
+        "0000000008003000000000000600440000000000060045000000000005002700000000000a00010000000000",
+        "000000000a0002000000000000000000cc001700000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "6400070000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000c002b000500020000000000090006006e6f6f700000000030031a008c000200",
+        "8800010000000000000000000000000001000000010000000100000001000000020000000100000000000000",
+        "0000000000000000000000000000000001000000010000000000000000000000000000000000000000000000",
+        "000000000000000000000000000000000000000010270000e803000000000000000000000000000000000000",
+        "01000000a0020a00080001000000000014000500ffff0000b08f000088970000e8030000f400020001000000",
+        "400000000000010001000000010000000100000001000000ffffffffa00f0000e8030000ffffffff803a0900",
+        "805101000300000058020000100000000000000001000000010000000100000060ea00000000000000000000",
+        "00000000000000000000000000000000ffffffff000000000000000010270000e80300000100000000000000",
+        "00000000010000000000000000000000010000000000000000000000000000000000000080ee360000000000",
+        "000000000100000000000000000000000000000000000000000000000004000000000000ffff0000ffffffff",
+        "0100000000000000000000000000000034010300260000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "000000000000000000000000000000003c000600070000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000140007000000000000000000",
+        "0000000000000000050008000000000024000e00000000000000000000000000000000000000000000000000",
+        "000000000000000004003e8004004180",
+    );
+    /// NLMSG_DONE ending that dump.
+    pub(crate) const GETLINK_DUMP_DONE: &str = "140000000300020009000000701639ff00000000";
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{
+        NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    };
+
+    use super::NetconfAttribute::*;
+    use super::captured::{self, bytes};
+    use super::*;
+
+    const AF_INET: u8 = libc::AF_INET as u8;
+    const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+    fn parse(hex: &str) -> NetlinkMessage<RtnlMessage> {
+        NetlinkMessage::deserialize(&bytes(hex)).expect("captured message parses")
+    }
+
+    fn inner(hex: &str) -> RtnlMessage {
+        match parse(hex).payload {
+            NetlinkPayload::InnerMessage(m) => m,
+            other => panic!("not an rtnetlink message: {other:?}"),
+        }
+    }
+
+    fn serialize(mut msg: NetlinkMessage<RtnlMessage>) -> Vec<u8> {
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn netconf_header_is_padded_to_four_bytes() {
+        let raw = bytes(captured::NEWNETCONF_V4_ALL_FORWARDING_1);
+        // nlmsghdr (16) + ncm_family (1) + 3 padding bytes, then the first attribute.
+        assert_eq!(raw.len(), 36);
+        assert_eq!(raw[16], AF_INET);
+        assert_eq!(&raw[17..20], &[0, 0, 0]);
+        assert_eq!(
+            &raw[20..24],
+            &[8, 0, 1, 0],
+            "NETCONFA_IFINDEX starts at offset 20"
+        );
+    }
+
+    #[test]
+    fn parses_ipv4_all_forwarding_event() {
+        let msg = parse(captured::NEWNETCONF_V4_ALL_FORWARDING_1);
+        assert_eq!(msg.header.message_type, RTM_NEWNETCONF);
+        assert_eq!(msg.header.sequence_number, 0);
+        assert_eq!(msg.header.port_number, 0);
+        let NetlinkPayload::InnerMessage(RtnlMessage::NewNetconf(nc)) = msg.payload else {
+            panic!("not NEWNETCONF: {:?}", msg.payload);
+        };
+        assert_eq!(
+            nc,
+            NetconfMessage {
+                family: AF_INET,
+                attributes: vec![IfIndex(-1), Forwarding(1)]
+            }
+        );
+        assert_eq!(nc.ifindex(), Some(IFINDEX_ALL));
+        assert_eq!(nc.forwarding(), Some(1));
+    }
+
+    #[test]
+    fn parses_default_events_of_both_families() {
+        let RtnlMessage::NewNetconf(v4) = inner(captured::NEWNETCONF_V4_DEFAULT_FORWARDING_1)
+        else {
+            panic!("not NEWNETCONF");
+        };
+        assert_eq!(
+            (v4.family, v4.ifindex(), v4.forwarding()),
+            (AF_INET, Some(IFINDEX_DEFAULT), Some(1))
+        );
+        let RtnlMessage::NewNetconf(v6) = inner(captured::NEWNETCONF_V6_DEFAULT_FORWARDING_1)
+        else {
+            panic!("not NEWNETCONF");
+        };
+        assert_eq!(
+            (v6.family, v6.ifindex(), v6.forwarding()),
+            (AF_INET6, Some(IFINDEX_DEFAULT), Some(1))
+        );
+    }
+
+    #[test]
+    fn rp_filter_event_has_no_forwarding() {
+        let RtnlMessage::NewNetconf(nc) = inner(captured::NEWNETCONF_V4_LO_RP_FILTER_2) else {
+            panic!("not NEWNETCONF");
+        };
+        assert_eq!(nc.attributes, vec![IfIndex(1), RpFilter(2)]);
+        assert_eq!(nc.forwarding(), None);
+    }
+
+    #[test]
+    fn new_device_event_carries_every_attribute() {
+        let RtnlMessage::NewNetconf(nc) = inner(captured::NEWNETCONF_V4_NEW_DEVICE) else {
+            panic!("not NEWNETCONF");
+        };
+        assert_eq!(
+            nc.attributes,
+            vec![
+                IfIndex(2),
+                Forwarding(0),
+                RpFilter(0),
+                McForwarding(0),
+                BcForwarding(0),
+                ProxyNeigh(0),
+                IgnoreRoutesWithLinkdown(0),
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_delnetconf() {
+        assert_eq!(
+            inner(captured::DELNETCONF_V4_DEVICE),
+            RtnlMessage::DelNetconf(NetconfMessage {
+                family: AF_INET,
+                attributes: vec![IfIndex(2)]
+            })
+        );
+    }
+
+    #[test]
+    fn netconf_messages_serialize_back_to_the_kernel_bytes() {
+        for hex in [
+            captured::NEWNETCONF_V4_ALL_FORWARDING_1,
+            captured::NEWNETCONF_V6_DEFAULT_FORWARDING_1,
+            captured::NEWNETCONF_V4_LO_RP_FILTER_2,
+            captured::NEWNETCONF_V4_NEW_DEVICE,
+            captured::DELNETCONF_V4_DEVICE,
+            captured::GETNETCONF_V4_ALL_REPLY,
+        ] {
+            assert_eq!(serialize(parse(hex)), bytes(hex), "{hex}");
+        }
+    }
+
+    #[test]
+    fn unknown_attribute_is_kept() {
+        let mut payload = vec![AF_INET, 0, 0, 0];
+        payload.extend_from_slice(&[8, 0, 99, 0, 7, 0, 0, 0]);
+        let nc = NetconfMessage::parse(&payload).expect("parses");
+        assert_eq!(
+            nc.attributes,
+            vec![Other(DefaultNla::new(99, vec![7, 0, 0, 0]))]
+        );
+    }
+
+    #[test]
+    fn malformed_netconf_is_an_error_not_a_panic() {
+        // NETCONFA_FORWARDING with a 2-byte value.
+        let payload = [AF_INET, 0, 0, 0, 6, 0, 2, 0, 1, 0, 0, 0];
+        assert!(NetconfMessage::parse(&payload).is_err());
+        // Attribute length beyond the buffer.
+        let payload = [AF_INET, 0, 0, 0, 40, 0, 2, 0, 1, 0, 0, 0];
+        assert!(NetconfMessage::parse(&payload).is_err());
+        assert!(NetconfMessage::parse(&[]).is_err());
+        // A bare one-byte header has no attributes.
+        assert_eq!(
+            NetconfMessage::parse(&[AF_INET])
+                .expect("parses")
+                .attributes,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn getnetconf_request_is_what_the_kernel_accepted() {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = 1;
+        let msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RtnlMessage::GetNetconf(NetconfMessage::request(
+                AF_INET,
+                IFINDEX_ALL,
+            ))),
+        );
+        // Hand-checked: len 28, type 82, flags REQUEST, seq 1, port 0 | family 2, pad |
+        // nla len 8 type 1 (IFINDEX) value -1.
+        let expected: [u8; 28] = [
+            0x1c, 0, 0, 0, 0x52, 0, 0x01, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, //
+            0x02, 0, 0, 0, //
+            0x08, 0, 0x01, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert_eq!(serialize(msg), expected);
+        assert_eq!(bytes(captured::GETNETCONF_V4_ALL_REQUEST), expected);
+    }
+
+    #[test]
+    fn parses_getnetconf_reply() {
+        let msg = parse(captured::GETNETCONF_V4_ALL_REPLY);
+        assert_eq!(msg.header.sequence_number, 1);
+        assert_eq!(msg.header.port_number, 0xff39_1670);
+        let NetlinkPayload::InnerMessage(RtnlMessage::NewNetconf(nc)) = msg.payload else {
+            panic!("not NEWNETCONF");
+        };
+        assert_eq!(
+            (nc.family, nc.ifindex(), nc.forwarding()),
+            (AF_INET, Some(IFINDEX_ALL), Some(0))
+        );
+    }
+
+    #[test]
+    fn getnetconf_errors_decode_to_errno() {
+        for (hex, errno) in [
+            (captured::GETNETCONF_ENODEV_REPLY, libc::ENODEV),
+            (captured::GETNETCONF_EOPNOTSUPP_REPLY, libc::EOPNOTSUPP),
+        ] {
+            let NetlinkPayload::Error(e) = parse(hex).payload else {
+                panic!("not NLMSG_ERROR");
+            };
+            assert_eq!(e.raw_code(), -errno);
+            assert_eq!(e.to_io().raw_os_error(), Some(errno));
+        }
+    }
+
+    #[test]
+    fn parses_link_events() {
+        assert_eq!(
+            inner(captured::NEWLINK_D0),
+            RtnlMessage::NewLink(LinkSummary {
+                index: 2,
+                name: Some("d0".into())
+            })
+        );
+        assert_eq!(
+            inner(captured::DELLINK_D1),
+            RtnlMessage::DelLink(LinkSummary {
+                index: 2,
+                name: Some("d1".into())
+            })
+        );
+    }
+
+    #[test]
+    fn getlink_dump_request_is_what_the_kernel_accepted() {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = 9;
+        let msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RtnlMessage::GetLinkDump),
+        );
+        assert_eq!(serialize(msg), bytes(captured::GETLINK_DUMP_REQUEST));
+    }
+
+    #[test]
+    fn parses_getlink_dump_reply_and_done() {
+        let msg = parse(captured::GETLINK_DUMP_LO);
+        assert_eq!(msg.header.flags & NLM_F_MULTIPART, NLM_F_MULTIPART);
+        assert_eq!(msg.header.sequence_number, 9);
+        assert_eq!(
+            msg.payload,
+            NetlinkPayload::InnerMessage(RtnlMessage::NewLink(LinkSummary {
+                index: 1,
+                name: Some("lo".into())
+            }))
+        );
+        let done = parse(captured::GETLINK_DUMP_DONE);
+        assert!(matches!(done.payload, NetlinkPayload::Done(_)), "{done:?}");
+        assert_eq!(done.header.sequence_number, 9);
+    }
+
+    #[test]
+    fn link_summary_round_trips() {
+        let link = LinkSummary {
+            index: 7,
+            name: Some("eth0".into()),
+        };
+        let mut buf = vec![0; link.buffer_len()];
+        link.emit(&mut buf);
+        assert_eq!(LinkSummary::parse(&buf).expect("parses"), link);
+    }
+
+    #[test]
+    fn unknown_message_type_is_other() {
+        let mut header = NetlinkHeader::default();
+        header.message_type = libc::RTM_NEWADDR;
+        assert_eq!(
+            RtnlMessage::deserialize(&header, &[1, 2, 3]).expect("never fails"),
+            RtnlMessage::Other(libc::RTM_NEWADDR)
+        );
+    }
+}

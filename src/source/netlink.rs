@@ -1,0 +1,833 @@
+//! fwdguard's two rtnetlink sockets.
+//!
+//! [`EventSocket`] subscribes to the netconf and link multicast groups and turns what the
+//! kernel sends into [`KernelEvent`]s. [`RequestSocket`] asks the kernel for the current
+//! state (link dump, `GETNETCONF`). They are separate on purpose: a dump sent on the
+//! subscription socket has to share its receive queue with the event flood, and under a
+//! small buffer that livelocked (FACTS.md).
+//!
+//! Nothing read from the kernel is fatal: unknown message types are skipped at `trace!`,
+//! malformed ones at `debug!`.
+
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, trace};
+
+use super::netconf::{IFINDEX_ALL, IFINDEX_DEFAULT, NetconfMessage, RtnlMessage};
+
+/// Receive buffer asked for on the event socket. The kernel doubles it and caps it at
+/// `net.core.rmem_max`.
+const EVENT_RCVBUF: usize = 1 << 20;
+/// At most this many datagrams per [`EventSocket::next_batch`], so a storm cannot starve
+/// the caller's other work.
+const MAX_DATAGRAMS_PER_BATCH: usize = 256;
+/// Initial user-space buffer for one datagram; grows when a bigger one shows up. A dump
+/// datagram is at most 32 KiB; a multicast one holds one message.
+const DATAGRAM_BUF: usize = 64 * 1024;
+/// How often a `GETLINK` dump is retried when the kernel marks it inconsistent.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// Address family of a netconf event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `AF_INET`.
+    Ipv4,
+    /// `AF_INET6`.
+    Ipv6,
+}
+
+impl Family {
+    fn af(self) -> u8 {
+        match self {
+            Family::Ipv4 => libc::AF_INET as u8,
+            Family::Ipv6 => libc::AF_INET6 as u8,
+        }
+    }
+
+    fn from_af(af: u8) -> Option<Self> {
+        match i32::from(af) {
+            libc::AF_INET => Some(Family::Ipv4),
+            libc::AF_INET6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+/// Which device a netconf event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// `conf/all` (for IPv4 also `ip_forward`: the same knob).
+    All,
+    /// `conf/default`.
+    Default,
+    /// `conf/<name>` of the link with this index.
+    Index(u32),
+}
+
+impl Device {
+    fn from_ifindex(ifindex: i32) -> Option<Self> {
+        match ifindex {
+            IFINDEX_ALL => Some(Device::All),
+            IFINDEX_DEFAULT => Some(Device::Default),
+            index => u32::try_from(index)
+                .ok()
+                .filter(|&i| i > 0)
+                .map(Device::Index),
+        }
+    }
+}
+
+/// What the kernel told the event socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// Some netconf value (forwarding, rp_filter, ...) of this family and device changed.
+    ///
+    /// The payload's value is not passed on: re-read `/proc/sys` instead. A new link's
+    /// event arrives before its [`KernelEvent::LinkNew`].
+    Netconf {
+        /// Address family.
+        family: Family,
+        /// The device, or `all` / `default`.
+        device: Device,
+    },
+    /// A link appeared, or changed (possibly renamed): its current name.
+    LinkNew {
+        /// Link index.
+        index: u32,
+        /// Current name.
+        name: String,
+    },
+    /// A link went away.
+    LinkDel {
+        /// Link index.
+        index: u32,
+        /// Its last name.
+        name: String,
+    },
+    /// Events were lost (ENOBUFS) and the socket's queue has since been drained: everything
+    /// must be re-read now.
+    Overrun,
+}
+
+/// The subscription socket: `RTNLGRP_IPV4_NETCONF`, `RTNLGRP_IPV6_NETCONF`, `RTNLGRP_LINK`.
+#[derive(Debug)]
+pub struct EventSocket {
+    socket: AsyncFd<Socket>,
+    buf: Vec<u8>,
+    /// An ENOBUFS (or a truncated datagram) was seen and not reported yet.
+    overrun_pending: bool,
+}
+
+impl EventSocket {
+    /// Opens a non-blocking rtnetlink socket with a bigger receive buffer and joins the
+    /// groups. Must be called from within a tokio runtime (it registers with the reactor).
+    ///
+    pub fn open() -> io::Result<Self> {
+        let socket = Self::open_socket().map_err(|e| context("netlink event socket", e))?;
+        debug!(
+            rcvbuf = socket.get_rx_buf_sz().ok(),
+            "netlink event socket open"
+        );
+        // SAFETY: `netlink_sys::Socket` owns its descriptor: it stays open, and `as_raw_fd`
+        // returns the same one, until the socket is dropped, which only happens with the
+        // `AsyncFd`.
+        #[allow(unsafe_code)]
+        let socket = unsafe { AsyncFd::register(socket) }
+            .map_err(|e| context("netlink event socket", e.into()))?;
+        Ok(EventSocket {
+            socket,
+            buf: Vec::with_capacity(DATAGRAM_BUF),
+            overrun_pending: false,
+        })
+    }
+
+    fn open_socket() -> io::Result<Socket> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.set_non_blocking(true)?;
+        // Best effort: the default (rmem_default, ~200 KiB) still works, just overruns sooner.
+        // SO_RCVBUFFORCE passes net.core.rmem_max where we have CAP_NET_ADMIN (as a restoring
+        // guard does); SO_RCVBUF is capped by it.
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &EVENT_RCVBUF,
+        ) {
+            debug!(error = %e, "netlink event socket: SO_RCVBUFFORCE failed, trying SO_RCVBUF");
+            if let Err(e) = socket.set_rx_buf_sz(EVENT_RCVBUF as libc::c_int) {
+                debug!(error = %e, "netlink event socket: SO_RCVBUF failed, keeping the default");
+            }
+        }
+        socket.bind(&SocketAddr::new(0, 0))?;
+        for group in [
+            libc::RTNLGRP_IPV4_NETCONF,
+            libc::RTNLGRP_IPV6_NETCONF,
+            libc::RTNLGRP_LINK,
+        ] {
+            socket.add_membership(group)?;
+        }
+        Ok(socket)
+    }
+
+    /// Waits until at least one datagram is readable, then drains what is queued (at most
+    /// 256 datagrams per call so a storm cannot starve the caller), appending decoded events
+    /// to `out`.
+    ///
+    /// ENOBUFS means events were lost. The kernel reports it once and then drops further
+    /// overflowing messages silently until the queue has been drained, so a re-read taken
+    /// when the error arrives can miss the last change. Hence [`KernelEvent::Overrun`] is
+    /// pushed only once recv finds the queue empty; when a call stops at the bound first,
+    /// the overrun stays pending for a later call.
+    ///
+    /// Cancel safe: a datagram is either fully decoded into `out` or still queued.
+    pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> io::Result<()> {
+        loop {
+            let mut guard = self
+                .socket
+                .readable()
+                .await
+                .map_err(|e| context("netlink event socket", e))?;
+            let mut received = 0;
+            while received < MAX_DATAGRAMS_PER_BATCH {
+                self.buf.clear();
+                let buf = &mut self.buf;
+                match guard.try_io(|socket| socket.get_ref().recv(buf, libc::MSG_TRUNC)) {
+                    // WouldBlock: the queue is empty, and readiness has been cleared.
+                    Err(_would_block) => {
+                        if std::mem::take(&mut self.overrun_pending) {
+                            out.push(KernelEvent::Overrun);
+                        } else if received == 0 {
+                            break; // Spurious wake-up: wait again.
+                        }
+                        return Ok(());
+                    }
+                    Ok(Ok(len)) => {
+                        received += 1;
+                        if len > self.buf.len() {
+                            debug!(
+                                len,
+                                buf = self.buf.len(),
+                                "netlink event truncated, treating as overrun"
+                            );
+                            self.buf.reserve(len);
+                            self.overrun_pending = true;
+                            continue;
+                        }
+                        trace!(len, "netlink event datagram");
+                        self.overrun_pending |= decode_events(&self.buf, out);
+                    }
+                    Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        received += 1;
+                        debug!(
+                            "netlink event socket: ENOBUFS, events lost; re-read pending until drained"
+                        );
+                        self.overrun_pending = true;
+                    }
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(e)) => return Err(context("netlink event socket recv", e)),
+                }
+            }
+            if received > 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Decodes one datagram from the event socket into `out`. Returns true when the kernel
+/// said messages were lost (`NLMSG_OVERRUN`, which Linux does not actually send).
+fn decode_events(datagram: &[u8], out: &mut Vec<KernelEvent>) -> bool {
+    let mut overrun = false;
+    for msg in split_messages(datagram) {
+        match msg.payload {
+            NetlinkPayload::InnerMessage(inner) => out.extend(event_of(inner)),
+            NetlinkPayload::Overrun(_) => overrun = true,
+            other => trace!(?other, "netlink event socket: control message ignored"),
+        }
+    }
+    overrun
+}
+
+fn event_of(msg: RtnlMessage) -> Option<KernelEvent> {
+    match msg {
+        RtnlMessage::NewNetconf(netconf) => netconf_event(&netconf),
+        RtnlMessage::NewLink(link) => match link.name {
+            Some(name) => Some(KernelEvent::LinkNew {
+                index: link.index,
+                name,
+            }),
+            None => {
+                debug!(
+                    index = link.index,
+                    "RTM_NEWLINK without IFLA_IFNAME ignored"
+                );
+                None
+            }
+        },
+        RtnlMessage::DelLink(link) => match link.name {
+            Some(name) => Some(KernelEvent::LinkDel {
+                index: link.index,
+                name,
+            }),
+            None => {
+                debug!(
+                    index = link.index,
+                    "RTM_DELLINK without IFLA_IFNAME ignored"
+                );
+                None
+            }
+        },
+        // RTM_DELNETCONF comes with a link's deletion (then RTM_DELLINK follows) or its
+        // rename (then RTM_NEWNETCONF follows): there is nothing left to re-read.
+        other => {
+            trace!(?other, "netlink event ignored");
+            None
+        }
+    }
+}
+
+fn netconf_event(netconf: &NetconfMessage) -> Option<KernelEvent> {
+    let Some(family) = Family::from_af(netconf.family) else {
+        trace!(
+            family = netconf.family,
+            "netconf event of another family ignored"
+        );
+        return None;
+    };
+    match netconf.ifindex().map(|i| (i, Device::from_ifindex(i))) {
+        Some((_, Some(device))) => Some(KernelEvent::Netconf { family, device }),
+        Some((ifindex, None)) => {
+            debug!(ifindex, "netconf event with an odd ifindex ignored");
+            None
+        }
+        None => {
+            debug!(?netconf, "netconf event without NETCONFA_IFINDEX ignored");
+            None
+        }
+    }
+}
+
+/// The netlink messages of one datagram, decoded. A message that does not decode is logged
+/// and skipped; a broken length field ends the datagram.
+fn split_messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkMessage<RtnlMessage>> + '_ {
+    let mut rest = datagram;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let len = match NetlinkBuffer::new_checked(rest) {
+                Ok(buf) => buf.length() as usize,
+                Err(e) => {
+                    debug!(error = %e, "malformed netlink message, rest of datagram dropped");
+                    rest = &[];
+                    return None;
+                }
+            };
+            let (bytes, tail) = rest.split_at(len);
+            // NLMSG_ALIGN: the next message starts at a multiple of 4.
+            rest = tail
+                .get(len.next_multiple_of(4) - len..)
+                .unwrap_or_default();
+            match NetlinkMessage::<RtnlMessage>::deserialize(bytes) {
+                Ok(msg) => {
+                    trace!(?msg, "netlink message");
+                    return Some(msg);
+                }
+                Err(e) => debug!(error = %e, len, "malformed netlink message skipped"),
+            }
+        }
+        None
+    })
+}
+
+/// A separate socket for requests (dumps must not share the subscription socket: FACTS.md
+/// says that livelocked). Blocking: used at start-up and after an overrun only.
+#[derive(Debug)]
+pub struct RequestSocket {
+    socket: Socket,
+    /// Our port id: replies to us carry it.
+    port: u32,
+    /// Sequence number of the last request.
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl RequestSocket {
+    /// Opens a blocking rtnetlink socket bound to a kernel-assigned port.
+    pub fn open() -> io::Result<Self> {
+        let mut socket =
+            Socket::new(NETLINK_ROUTE).map_err(|e| context("netlink request socket", e))?;
+        let addr = socket
+            .bind_auto()
+            .map_err(|e| context("netlink request socket bind", e))?;
+        Ok(RequestSocket {
+            socket,
+            port: addr.port_number(),
+            seq: 0,
+            buf: Vec::with_capacity(DATAGRAM_BUF),
+        })
+    }
+
+    /// RTM_GETLINK dump: every link's index and name.
+    ///
+    /// A dump the kernel marks inconsistent (`NLM_F_DUMP_INTR`: links changed while it ran)
+    /// is retried a few times.
+    pub fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
+        for attempt in 1..=DUMP_ATTEMPTS {
+            match self
+                .dump_links_once()
+                .map_err(|e| context("netlink GETLINK dump", e))?
+            {
+                Some(links) => return Ok(links),
+                None => debug!(
+                    attempt,
+                    "netlink GETLINK dump interrupted by a change, retrying"
+                ),
+            }
+        }
+        Err(io::Error::other(format!(
+            "netlink GETLINK dump: interrupted by link changes {DUMP_ATTEMPTS} times in a row"
+        )))
+    }
+
+    /// One dump; `None` when it was interrupted.
+    fn dump_links_once(&mut self) -> io::Result<Option<Vec<(u32, String)>>> {
+        let seq = self.send(NLM_F_REQUEST | NLM_F_DUMP, RtnlMessage::GetLinkDump)?;
+        let mut links = Vec::new();
+        let mut interrupted = false;
+        loop {
+            recv_full(&self.socket, &mut self.buf)?;
+            for msg in split_messages(&self.buf) {
+                if !is_reply(&msg.header, self.port, seq) {
+                    trace!(?msg.header, "netlink reply to an earlier request skipped");
+                    continue;
+                }
+                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RtnlMessage::NewLink(link)) => match link.name {
+                        Some(name) => links.push((link.index, name)),
+                        None => debug!(
+                            index = link.index,
+                            "dumped link without IFLA_IFNAME skipped"
+                        ),
+                    },
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(io::Error::from_raw_os_error(-done.code));
+                    }
+                    NetlinkPayload::Done(_) => return Ok((!interrupted).then_some(links)),
+                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                    other => trace!(?other, "netlink GETLINK dump: message ignored"),
+                }
+            }
+        }
+    }
+
+    /// RTM_GETNETCONF doit for (family, `IFINDEX_ALL`): `Ok(Some(forwarding))` when the kernel
+    /// speaks netconf for this family, `Ok(None)` when it answers EOPNOTSUPP, EAFNOSUPPORT or
+    /// ENODEV, `Err` for other failures.
+    ///
+    /// A family without a netconf handler gets EOPNOTSUPP (seen on 6.18 for `AF_UNSPEC`,
+    /// `AF_MPLS` without `mpls_router`, and family 99); `ipv6.disable=1` skips registering
+    /// the IPv6 handlers, so IPv6 then lands there too. `disable_ipv6=1` still answers.
+    pub fn netconf_forwarding(&mut self, family: Family) -> io::Result<Option<i32>> {
+        let what = || format!("netlink GETNETCONF {family:?}");
+        let request = RtnlMessage::GetNetconf(NetconfMessage::request(family.af(), IFINDEX_ALL));
+        let seq = self
+            .send(NLM_F_REQUEST, request)
+            .map_err(|e| context(&what(), e))?;
+        loop {
+            recv_full(&self.socket, &mut self.buf).map_err(|e| context(&what(), e))?;
+            for msg in split_messages(&self.buf) {
+                if !is_reply(&msg.header, self.port, seq) {
+                    trace!(?msg.header, "netlink reply to an earlier request skipped");
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RtnlMessage::NewNetconf(netconf)) => {
+                        return match netconf.forwarding() {
+                            Some(forwarding) => Ok(Some(forwarding)),
+                            None => Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("{}: reply without NETCONFA_FORWARDING", what()),
+                            )),
+                        };
+                    }
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        let e = e.to_io();
+                        return match e.raw_os_error() {
+                            Some(libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::ENODEV) => {
+                                debug!(error = %e, "{}: no netconf for this family", what());
+                                Ok(None)
+                            }
+                            _ => Err(context(&what(), e)),
+                        };
+                    }
+                    other => trace!(?other, "{}: message ignored", what()),
+                }
+            }
+        }
+    }
+
+    /// Sends one request to the kernel; returns its sequence number.
+    fn send(&mut self, flags: u16, message: RtnlMessage) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        trace!(?msg, "netlink request");
+        let sent = self.socket.send_to(&bytes, &SocketAddr::new(0, 0), 0)?;
+        if sent != bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("sent {sent} of {} bytes", bytes.len()),
+            ));
+        }
+        Ok(self.seq)
+    }
+}
+
+/// Whether a message answers our request `seq`. Stale replies (an earlier request given up
+/// after an error) carry older sequence numbers.
+fn is_reply(header: &NetlinkHeader, port: u32, seq: u32) -> bool {
+    header.sequence_number == seq && header.port_number == port
+}
+
+/// Blocking receive of one whole datagram into `buf`, sized by peeking first.
+fn recv_full(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        buf.clear();
+        let result = socket
+            .recv(buf, libc::MSG_PEEK | libc::MSG_TRUNC)
+            .and_then(|len| {
+                buf.clear();
+                buf.reserve(len);
+                socket.recv(buf, 0)
+            });
+        match result {
+            Ok(len) => {
+                trace!(len, "netlink reply datagram");
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn context(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::Duration;
+
+    use super::super::netconf::captured::{self, bytes};
+    use super::*;
+
+    // ---- decoding, no privileges ----
+
+    #[test]
+    fn decodes_a_datagram_of_captured_messages() {
+        let mut datagram = Vec::new();
+        for hex in [
+            captured::NEWNETCONF_V4_ALL_FORWARDING_1,
+            captured::NEWNETCONF_V6_DEFAULT_FORWARDING_1,
+            captured::NEWNETCONF_V4_LO_RP_FILTER_2,
+            captured::NEWNETCONF_V4_NEW_DEVICE,
+            captured::NEWLINK_D0,
+            captured::DELNETCONF_V4_DEVICE,
+            captured::DELLINK_D1,
+            captured::GETLINK_DUMP_DONE,
+        ] {
+            datagram.extend(bytes(hex));
+        }
+        let mut out = Vec::new();
+        assert!(!decode_events(&datagram, &mut out));
+        use KernelEvent::*;
+        assert_eq!(
+            out,
+            vec![
+                Netconf {
+                    family: Family::Ipv4,
+                    device: Device::All
+                },
+                Netconf {
+                    family: Family::Ipv6,
+                    device: Device::Default
+                },
+                Netconf {
+                    family: Family::Ipv4,
+                    device: Device::Index(1)
+                },
+                Netconf {
+                    family: Family::Ipv4,
+                    device: Device::Index(2)
+                },
+                LinkNew {
+                    index: 2,
+                    name: "d0".into()
+                },
+                LinkDel {
+                    index: 2,
+                    name: "d1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_skipped_not_fatal() {
+        let good = bytes(captured::NEWNETCONF_V4_ALL_FORWARDING_1);
+        // A netconf message whose FORWARDING attribute is 2 bytes long: skipped.
+        let mut broken = good.clone();
+        broken[28] = 6;
+        // An RTM_NEWADDR (type 20): unknown to us, skipped.
+        let mut other = good.clone();
+        other[4] = 20;
+        let mut datagram = [broken, other, good.clone()].concat();
+        let mut out = Vec::new();
+        decode_events(&datagram, &mut out);
+        assert_eq!(
+            out,
+            vec![KernelEvent::Netconf {
+                family: Family::Ipv4,
+                device: Device::All
+            }]
+        );
+        // A length field beyond the datagram ends it, without panicking.
+        datagram.extend_from_slice(&[0xff, 0, 0, 0, 80, 0, 0, 0]);
+        out.clear();
+        decode_events(&datagram, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn request_socket_reads_without_privileges() {
+        // Read-only, so it may run in the host's namespace.
+        let mut socket = RequestSocket::open().expect("open");
+        let links = socket.links().expect("GETLINK dump");
+        assert!(links.contains(&(1, "lo".to_string())), "{links:?}");
+        let want: i32 = fs::read_to_string("/proc/sys/net/ipv4/conf/all/forwarding")
+            .expect("read forwarding")
+            .trim()
+            .parse()
+            .expect("number");
+        assert_eq!(
+            socket.netconf_forwarding(Family::Ipv4).expect("GETNETCONF"),
+            Some(want)
+        );
+    }
+
+    // ---- in a private network namespace, as root ----
+
+    use crate::sandbox::{PrivateNetns, in_private_netns};
+
+    fn write(ns: &PrivateNetns, key: &str, value: &str) {
+        ns.write(&format!("/proc/sys/net/{key}"), value)
+            .expect("write");
+    }
+
+    fn ip(ns: &PrivateNetns, args: &[&str]) {
+        // The child is forked from this thread, so it is in this namespace too.
+        let status = ns
+            .command("ip")
+            .expect("private")
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip {args:?}: {status}");
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Collects events until one matches, or panics after a few seconds.
+    async fn until(
+        socket: &mut EventSocket,
+        events: &mut Vec<KernelEvent>,
+        wanted: impl Fn(&KernelEvent) -> bool,
+    ) {
+        let wait = async {
+            while !events.iter().any(&wanted) {
+                socket.next_batch(events).await.expect("next_batch");
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
+            panic!("timed out; got {events:?}");
+        }
+    }
+
+    #[test]
+    fn event_socket_sees_ipv4_all_forwarding() {
+        in_private_netns("event_socket_sees_ipv4_all_forwarding", |ns| {
+            runtime().block_on(async {
+                let mut socket = EventSocket::open().expect("open");
+                write(ns, "ipv4/conf/all/forwarding", "1");
+                let mut events = Vec::new();
+                let all = KernelEvent::Netconf {
+                    family: Family::Ipv4,
+                    device: Device::All,
+                };
+                until(&mut socket, &mut events, |e| *e == all).await;
+                // ip_forward is the same knob.
+                events.clear();
+                write(ns, "ipv4/ip_forward", "0");
+                until(&mut socket, &mut events, |e| *e == all).await;
+            });
+        });
+    }
+
+    #[test]
+    fn event_socket_sees_link_add_rename_del() {
+        in_private_netns("event_socket_sees_link_add_rename_del", |ns| {
+            runtime().block_on(async {
+                let mut socket = EventSocket::open().expect("open");
+                let mut events = Vec::new();
+                // This kernel has no dummy driver; a bridge will do.
+                ip(ns, &["link", "add", "fg0", "type", "bridge"]);
+                until(
+                    &mut socket,
+                    &mut events,
+                    |e| matches!(e, KernelEvent::LinkNew { name, .. } if name == "fg0"),
+                )
+                .await;
+                let Some(&KernelEvent::LinkNew { index, .. }) = events
+                    .iter()
+                    .find(|e| matches!(e, KernelEvent::LinkNew { .. }))
+                else {
+                    unreachable!()
+                };
+                let device = KernelEvent::Netconf {
+                    family: Family::Ipv4,
+                    device: Device::Index(index),
+                };
+                assert!(
+                    events.contains(&device),
+                    "no netconf event for the new link: {events:?}"
+                );
+
+                events.clear();
+                ip(ns, &["link", "set", "fg0", "name", "fg1"]);
+                let renamed = KernelEvent::LinkNew {
+                    index,
+                    name: "fg1".into(),
+                };
+                until(&mut socket, &mut events, |e| *e == renamed).await;
+
+                events.clear();
+                ip(ns, &["link", "del", "fg1"]);
+                let deleted = KernelEvent::LinkDel {
+                    index,
+                    name: "fg1".into(),
+                };
+                until(&mut socket, &mut events, |e| *e == deleted).await;
+            });
+        });
+    }
+
+    #[test]
+    fn storm_ends_in_one_overrun_after_the_drain() {
+        in_private_netns("storm_ends_in_one_overrun_after_the_drain", |ns| {
+            runtime().block_on(async {
+                let mut socket = EventSocket::open().expect("open");
+                // Every write flips the value, so each one fans out to all, default and lo.
+                for i in 0..50_000 {
+                    write(
+                        ns,
+                        "ipv4/conf/all/forwarding",
+                        if i % 2 == 0 { "1" } else { "0" },
+                    );
+                }
+                let mut batches = 0;
+                let mut events = Vec::new();
+                let wait = async {
+                    loop {
+                        let mut batch = Vec::new();
+                        socket.next_batch(&mut batch).await.expect("next_batch");
+                        batches += 1;
+                        let overrun = batch.contains(&KernelEvent::Overrun);
+                        if overrun {
+                            assert_eq!(
+                                batch.last(),
+                                Some(&KernelEvent::Overrun),
+                                "overrun must come last"
+                            );
+                        }
+                        events.extend(batch);
+                        if overrun {
+                            break;
+                        }
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .expect("no overrun within 10 s");
+                assert_eq!(
+                    events
+                        .iter()
+                        .filter(|e| **e == KernelEvent::Overrun)
+                        .count(),
+                    1
+                );
+                // The queue held more than one bound's worth: the overrun waited for the drain.
+                assert!(
+                    batches > 1,
+                    "drained in {batches} batch(es), {} events",
+                    events.len()
+                );
+
+                // Once drained, the socket reports again.
+                events.clear();
+                write(ns, "ipv4/conf/all/forwarding", "1");
+                let all = KernelEvent::Netconf {
+                    family: Family::Ipv4,
+                    device: Device::All,
+                };
+                until(&mut socket, &mut events, |e| *e == all).await;
+                assert!(!events.contains(&KernelEvent::Overrun), "{events:?}");
+            });
+        });
+    }
+
+    #[test]
+    fn request_socket_lists_links_and_reads_forwarding() {
+        in_private_netns("request_socket_lists_links_and_reads_forwarding", |ns| {
+            ip(ns, &["link", "add", "fg0", "type", "bridge"]);
+            let mut socket = RequestSocket::open().expect("open");
+            let links = socket.links().expect("GETLINK dump");
+            assert!(links.contains(&(1, "lo".to_string())), "{links:?}");
+            assert!(links.iter().any(|(_, name)| name == "fg0"), "{links:?}");
+
+            for value in [1, 0] {
+                write(ns, "ipv4/conf/all/forwarding", &value.to_string());
+                assert_eq!(
+                    socket.netconf_forwarding(Family::Ipv4).expect("GETNETCONF"),
+                    Some(value)
+                );
+            }
+            if fs::metadata("/proc/sys/net/ipv6").is_ok() {
+                write(ns, "ipv6/conf/all/forwarding", "1");
+                assert_eq!(
+                    socket.netconf_forwarding(Family::Ipv6).expect("GETNETCONF"),
+                    Some(1)
+                );
+            }
+        });
+    }
+}

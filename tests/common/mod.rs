@@ -1,0 +1,208 @@
+//! Shared test harness: the real binary under a fake service manager. Tests that write sysctls
+//! run inside `fwdguard::sandbox::in_private_netns`, and write only through
+//! `PrivateNetns::write`, which proves first that the thread is not in the host's namespace.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fwdguard");
+pub const ALL_FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    start.elapsed()
+}
+
+/// `fwdguard run` with a config of the test's, a notify socket of its own and stderr in a file.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    notify: UnixDatagram,
+    /// Every notify datagram received so far, in order.
+    pub notes: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(config: &str) -> Self {
+        Self::start_with(config, |_, _| {})
+    }
+
+    /// Starts the daemon; `adjust` can change its environment, knowing its stderr file.
+    pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command, &Path)) -> Self {
+        Self::start_under(&[], config, adjust)
+    }
+
+    /// Starts the daemon as the last arguments of `wrapper` (e.g. an `unshare` command line).
+    pub fn start_under(
+        wrapper: &[&str],
+        config: &str,
+        adjust: impl FnOnce(&mut Command, &Path),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("fwdguard.toml"), config).expect("config");
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let stderr_path = dir.path().join("stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = match wrapper {
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            [] => Command::new(BIN),
+        };
+        cmd.arg("run")
+            .arg("-c")
+            .arg(dir.path().join("fwdguard.toml"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        adjust(&mut cmd, &stderr_path);
+        let child = cmd.spawn().expect("spawn fwdguard");
+        Self {
+            child,
+            dir,
+            notify,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("fwdguard.toml")
+    }
+
+    /// Waits for a notify datagram containing `line` (e.g. "READY=1"); returns it.
+    pub fn wait_notify(&mut self, line: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        if let Some(n) = self.notes.iter().find(|n| n.lines().any(|l| l == line)) {
+            return n.clone();
+        }
+        let mut buf = vec![0u8; 4096];
+        loop {
+            assert!(
+                start.elapsed() < timeout,
+                "no {line} within {timeout:?}; got {:?}\nstderr:\n{}",
+                self.notes,
+                self.stderr()
+            );
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let note = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.notes.push(note.clone());
+                if note.lines().any(|l| l == line) {
+                    return note;
+                }
+            }
+        }
+    }
+
+    /// Waits for a notify datagram containing `text` anywhere (e.g. in `STATUS=`).
+    pub fn wait_notify_containing(&mut self, text: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if let Some(n) = self.notes.iter().find(|n| n.contains(text)) {
+                return n.clone();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no notification with {text:?} within {timeout:?}; got {:?}",
+                self.notes
+            );
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                self.notes
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
+    /// Forgets notify datagrams seen so far, to wait for the next one of a kind.
+    pub fn clear_notes(&mut self) {
+        self.notes.clear();
+    }
+
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(self.dir.path().join("stderr"))
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .expect("read stderr");
+        s
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "stderr has no {needle:?} after {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("kill");
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < timeout, "still running after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config guarding forwarding with `action`, re-reading rarely so tests see events at work.
+pub fn forwarding_config(action: &str) -> String {
+    format!(
+        "reread-interval = \"1h\"\n\n[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"{action}\"\n"
+    )
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}

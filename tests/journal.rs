@@ -1,0 +1,111 @@
+//! Under systemd, reports are native journal entries with their own priority, MESSAGE_ID and
+//! FWDGUARD_* fields. The daemon runs in a private mount namespace where
+//! /run/systemd/journal/socket is the test's own socket, and its stderr is marked as a
+//! journal stream the way systemd marks it (JOURNAL_STREAM=DEV:INODE).
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::linux::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fwdguard::sandbox::in_private_netns;
+
+/// Parses a native-protocol datagram (only the `KEY=value` form is used for these fields).
+fn fields(datagram: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(datagram)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn reports_are_native_journal_entries_with_message_ids() {
+    in_private_netns(
+        "reports_are_native_journal_entries_with_message_ids",
+        |ns| {
+            let journal_dir = tempfile::tempdir().expect("tempdir");
+            let journal = UnixDatagram::bind(journal_dir.path().join("socket")).expect("bind");
+            journal
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
+            let dir = journal_dir.path().to_str().expect("utf-8 path").to_owned();
+            ns.write(ALL_FORWARDING, "0").expect("write");
+            let mut d = Daemon::start_under(
+                &[
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                    mount_script,
+                    &dir,
+                ],
+                &forwarding_config("restore"),
+                |cmd, stderr| {
+                    // systemd sets JOURNAL_STREAM to the device and inode of the stream it hands
+                    // the service as stderr; the stderr file stands in for it.
+                    let meta = std::fs::metadata(stderr).expect("stderr");
+                    cmd.env(
+                        "JOURNAL_STREAM",
+                        format!("{}:{}", meta.st_dev(), meta.st_ino()),
+                    );
+                },
+            );
+            d.wait_notify("READY=1", Duration::from_secs(5));
+            ns.write(ALL_FORWARDING, "0").expect("write");
+            wait_for("restore", Duration::from_secs(1), || {
+                read(ALL_FORWARDING) == "1"
+            });
+
+            let mut restored = Vec::new();
+            let start = Instant::now();
+            let mut buf = vec![0u8; 65536];
+            while restored.len() < 2 && start.elapsed() < Duration::from_secs(2) {
+                if let Ok(n) = journal.recv(&mut buf) {
+                    let f = fields(&buf[..n]);
+                    if f.get("MESSAGE_ID").map(String::as_str)
+                        == Some("3755efd96d564517beeea6434c76615e")
+                    {
+                        restored.push(f);
+                    }
+                }
+            }
+            assert_eq!(
+                restored.len(),
+                2,
+                "one restore at start, one after the event"
+            );
+            let (at_start, on_event) = (&restored[0], &restored[1]);
+            for f in [at_start, on_event] {
+                assert_eq!(f["PRIORITY"], "4");
+                assert_eq!(f["SYSLOG_IDENTIFIER"], "fwdguard");
+                assert_eq!(f["FWDGUARD_KEY"], "net.ipv4.conf.all.forwarding");
+                assert_eq!(f["FWDGUARD_OLD"], "0");
+                assert_eq!(f["FWDGUARD_NEW"], "1");
+                assert_eq!(f["FWDGUARD_WANT"], "1");
+                assert_eq!(f["FWDGUARD_ACTION"], "restore");
+                assert!(f["FWDGUARD_WRONG_USEC"].parse::<u64>().is_ok());
+                assert!(
+                    f["MESSAGE"]
+                        .starts_with("net.ipv4.conf.all.forwarding was 0, restored to 1 in ")
+                );
+            }
+            assert_eq!(at_start["FWDGUARD_TRIGGER"], "startup");
+            assert_eq!(on_event["FWDGUARD_TRIGGER"], "netconf");
+            assert!(
+                !d.stderr().contains("restored to 1"),
+                "reports go to the journal, not twice through stderr:\n{}",
+                d.stderr()
+            );
+            d.signal(nix::sys::signal::Signal::SIGTERM);
+            assert!(d.wait_exit(Duration::from_secs(1)).success());
+        },
+    );
+}
