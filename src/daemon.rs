@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::key::{ConfDevice, Watch};
 use crate::policy::GuardState;
 use crate::report::{Report, Sink, Trigger};
@@ -240,9 +240,7 @@ impl Guardian {
                 self.install(config, Trigger::Reload);
             }
             Err(e) => {
-                let error = match &e {
-                    ConfigError::Invalid { .. } | ConfigError::Io { .. } => e.to_string(),
-                };
+                let error = e.to_string();
                 let first = error.lines().next().unwrap_or_default().to_owned();
                 self.reload_note = Some(format!("reload failed, running previous config: {first}"));
                 self.emit(Report::ReloadFailed { origin, error });

@@ -436,3 +436,55 @@ fn the_timed_reread_catches_a_change_that_sends_no_event() {
         },
     );
 }
+
+#[test]
+fn a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running() {
+    in_private_netns(
+        "a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running",
+        |ns| {
+            // As an unprivileged user the daemon can read the knob but not write it (EACCES).
+            ns.write(ALL_FORWARDING, "0").expect("write");
+            let mut d = Daemon::start_under(
+                &[
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                ],
+                &forwarding_config("restore"),
+                |_, stderr| {
+                    // Let the unprivileged daemon read its config and reach the notify socket.
+                    use std::os::unix::fs::PermissionsExt;
+                    let dir = stderr.parent().expect("dir");
+                    let open = |p: &std::path::Path, mode| {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                            .expect("chmod")
+                    };
+                    open(dir, 0o755);
+                    open(&dir.join("notify"), 0o777);
+                },
+            );
+            d.wait_notify("READY=1", 5 * SECOND);
+            d.wait_stderr(
+                "cannot restore net.ipv4.conf.all.forwarding to 1: write net.ipv4.conf.all.forwarding: Permission denied",
+                SECOND,
+            );
+            assert!(
+                d.stderr().contains("ERROR"),
+                "reported at the highest level: {}",
+                d.stderr()
+            );
+            // Retries back off and the failure is not reported again.
+            std::thread::sleep(Duration::from_millis(400));
+            let failures = d.stderr().matches("ERROR cannot restore").count();
+            assert_eq!(failures, 1, "{}", d.stderr());
+            assert_eq!(read(ALL_FORWARDING), "0");
+            assert!(d.child.try_wait().expect("wait").is_none(), "still running");
+
+            // Someone with the privilege fixes it: that is news too.
+            ns.write(ALL_FORWARDING, "1").expect("write");
+            d.wait_stderr("is back at 1 after", SECOND);
+        },
+    );
+}
