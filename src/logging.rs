@@ -21,7 +21,12 @@ pub fn init_daemon() -> Box<dyn Sink + Send> {
             (Ok(layer), Ok(sink)) => {
                 tracing_subscriber::registry()
                     .with(filter())
-                    .with(layer.with_syslog_identifier("fwdguard".into()))
+                    .with(
+                        layer
+                            .with_syslog_identifier("fwdguard".into())
+                            // Diagnostics' fields read like the reports': FWDGUARD_KEY=...
+                            .with_field_prefix(Some("FWDGUARD".into())),
+                    )
                     .init();
                 return Box::new(sink);
             }

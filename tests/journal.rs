@@ -13,13 +13,26 @@ use std::time::{Duration, Instant};
 use common::*;
 use fwdguard::sandbox::in_private_netns;
 
-/// Parses a native-protocol datagram (only the `KEY=value` form is used for these fields).
-fn fields(datagram: &[u8]) -> HashMap<String, String> {
-    String::from_utf8_lossy(datagram)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+/// Parses a native-protocol datagram: `KEY=value\n`, or `KEY\n<u64 LE length><value>\n`.
+fn fields(mut datagram: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    while let Some(end) = datagram.iter().position(|b| *b == b'=' || *b == b'\n') {
+        let name = String::from_utf8_lossy(&datagram[..end]).into_owned();
+        let value;
+        if datagram[end] == b'=' {
+            let rest = &datagram[end + 1..];
+            let stop = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            value = &rest[..stop];
+            datagram = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let rest = &datagram[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("length")) as usize;
+            value = &rest[8..8 + len];
+            datagram = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+        fields.insert(name, String::from_utf8_lossy(value).into_owned());
+    }
+    fields
 }
 
 #[test]
@@ -64,6 +77,7 @@ fn reports_are_native_journal_entries_with_message_ids() {
                 read(ALL_FORWARDING) == "1"
             });
 
+            let mut entries = Vec::new();
             let mut restored = Vec::new();
             let start = Instant::now();
             let mut buf = vec![0u8; 65536];
@@ -73,10 +87,21 @@ fn reports_are_native_journal_entries_with_message_ids() {
                     if f.get("MESSAGE_ID").map(String::as_str)
                         == Some("3755efd96d564517beeea6434c76615e")
                     {
-                        restored.push(f);
+                        restored.push(f.clone());
                     }
+                    entries.push(f);
                 }
             }
+            // Diagnostics go to the journal too, with the same field names.
+            let guarding = entries
+                .iter()
+                .find(|f| {
+                    f.get("MESSAGE")
+                        .is_some_and(|m| m.starts_with("guarding net.ipv4.conf.all.forwarding = 1"))
+                })
+                .unwrap_or_else(|| panic!("no start-up entry in {entries:?}"));
+            assert_eq!(guarding["FWDGUARD_KEY"], "net.ipv4.conf.all.forwarding");
+            assert_eq!(guarding["SYSLOG_IDENTIFIER"], "fwdguard");
             assert_eq!(
                 restored.len(),
                 2,
