@@ -49,6 +49,17 @@ struct Failing {
     retry_at: Instant,
     delay: Duration,
     error: String,
+    /// The writes were accepted but lost to another writer (or ignored by the kernel), as
+    /// opposed to refused. Such a failure does not hold back a restore on the next change:
+    /// waiting would hand a writer in a loop the knob for the whole backoff.
+    contested: bool,
+}
+
+impl Failing {
+    /// A refused write (EPERM, EROFS, ...): reported even while flapping.
+    fn refused(&self) -> bool {
+        !self.contested
+    }
 }
 
 /// A run of drops dense enough to count as flapping.
@@ -152,7 +163,7 @@ impl GuardState {
 
         if value == self.guard.want {
             if let Seen::Drifted { value: old, since } = &self.seen {
-                if self.episode.is_none() || self.failing.is_some() {
+                if self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused) {
                     d.reports.push(Report::Recovered {
                         key: self.guard.key.clone(),
                         want: self.guard.want.clone(),
@@ -192,7 +203,10 @@ impl GuardState {
             }
         }
         d.restore = self.guard.action == Action::Restore
-            && self.failing.as_ref().is_none_or(|f| now >= f.retry_at);
+            && self
+                .failing
+                .as_ref()
+                .is_none_or(|f| f.contested || now >= f.retry_at);
         d
     }
 
@@ -208,16 +222,16 @@ impl GuardState {
             Seen::Drifted { value, since } => (value.clone(), *since),
             _ => (Value::new("?"), now),
         };
-        let error = match outcome {
+        let (error, contested) = match outcome {
             Ok(v) if v == self.guard.want => {
                 self.restores += 1;
                 let failed = self.failing.take();
                 let attempts = failed.as_ref().map_or(1, |f| f.attempts + 1) + self.contested;
                 self.contested = 0;
                 self.seen = Seen::Holding;
-                // While flapping, a plain drop is counted, not reported; the end of a failure
-                // streak always is.
-                if self.episode.is_some() && failed.is_none() {
+                // While flapping, a plain or contested drop is counted, not reported; the end
+                // of a streak of refused writes always is.
+                if self.episode.is_some() && !failed.as_ref().is_some_and(Failing::refused) {
                     return Decision::default();
                 }
                 return Decision {
@@ -233,9 +247,10 @@ impl GuardState {
                 };
             }
             // The write was accepted, but the key reads wrong again: another writer got in
-            // between (its write sent an event of its own), or the kernel ignored the value.
-            // Write again at once a few times, which wins against a writer in a loop, before
-            // treating it as a failure that waits for the backoff.
+            // between (its write sends an event of its own), or the kernel ignored the value.
+            // Write again at once a few times, which usually wins against a writer in a loop.
+            // After that the next change restores at once again, and a backoff retry covers
+            // a kernel that ignores the value (no event would come).
             Ok(_) if self.contested < CONTESTED_RETRIES => {
                 self.contested += 1;
                 return Decision {
@@ -243,11 +258,14 @@ impl GuardState {
                     reports: Vec::new(),
                 };
             }
-            Ok(v) => format!(
-                "the write did not stick: it reads {v} afterwards, {} times in a row",
-                self.contested + 1
+            Ok(v) => (
+                format!(
+                    "the write did not stick: it reads {v} afterwards, {} times in a row",
+                    self.contested + 1
+                ),
+                true,
             ),
-            Err(e) => e.to_string(),
+            Err(e) => (e.to_string(), false),
         };
         self.contested = 0;
         let (attempts, delay) = match &self.failing {
@@ -256,12 +274,14 @@ impl GuardState {
         };
         // Report the first failure and every change of cause; a write that fails the same way
         // every few seconds is one incident, not a flood.
-        let report = self.failing.as_ref().is_none_or(|f| f.error != error);
+        let report = self.failing.as_ref().is_none_or(|f| f.error != error)
+            && (self.episode.is_none() || !contested);
         self.failing = Some(Failing {
             attempts,
             retry_at: now + delay,
             delay,
             error: error.clone(),
+            contested,
         });
         if !report {
             tracing::debug!(key = %self.guard.key, attempts, "restore failed again: {error}");
@@ -534,6 +554,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
+        // The other writer's next change is restored at once, not after the backoff.
+        assert!(
+            g.observe(v("0"), Trigger::Netconf, t0 + Duration::from_millis(1))
+                .restore
+        );
     }
 
     #[tokio::test(start_paused = true)]

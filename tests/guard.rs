@@ -488,3 +488,47 @@ fn a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running() {
         },
     );
 }
+
+#[test]
+fn a_writer_that_drops_the_knob_after_every_restore_does_not_win() {
+    in_private_netns(
+        "a_writer_that_drops_the_knob_after_every_restore_does_not_win",
+        |ns| {
+            use std::os::unix::fs::FileExt;
+            // The writer puts 0 back the moment it reads 1, often between fwdguard's write and
+            // its read-back. Backing off there would hand it the knob for seconds.
+            let d = ready_guard(ns, "restore");
+            ns.verify().expect("private");
+            let knob = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(ALL_FORWARDING)
+                .expect("open");
+            let mut buf = [0u8; 4];
+            let mut drops = 0u32;
+            let fight = Instant::now();
+            while fight.elapsed() < SECOND {
+                let n = knob.read_at(&mut buf, 0).expect("read");
+                if buf[..n].starts_with(b"1") {
+                    knob.write_all_at(b"0\n", 0).expect("write");
+                    drops += 1;
+                }
+            }
+            let stopped = Instant::now();
+            let took = wait_for("the knob back at 1 after the fight", 2 * SECOND, || {
+                read(ALL_FORWARDING) == "1"
+            });
+            eprintln!("{drops} drops in 1 s; back at 1 {took:?} after the writer stopped");
+            assert!(
+                drops > 100,
+                "fwdguard kept restoring during the fight: {drops} drops\n{}",
+                d.stderr()
+            );
+            assert!(
+                stopped.elapsed() < Duration::from_millis(100),
+                "no backoff after a contested restore: back only after {took:?}\n{}",
+                d.stderr()
+            );
+        },
+    );
+}
