@@ -29,6 +29,8 @@ pub enum KeyError {
     EmptyComponent(String),
     #[error("`{0}` contains `..` or `.` as a component")]
     Traversal(String),
+    #[error("`{0}` is a pattern; name each key on its own (one [[guard]] per interface)")]
+    Glob(String),
     #[error("`{key}` contains {what}, which no sysctl name has")]
     BadCharacter { key: String, what: String },
 }
@@ -96,6 +98,9 @@ impl SysctlKey {
             }
             if c == "." || c == ".." {
                 return Err(KeyError::Traversal(name.to_owned()));
+            }
+            if c.contains(['*', '?', '[']) {
+                return Err(KeyError::Glob(name.to_owned()));
             }
             if let Some(bad) = c.chars().find(|ch| !ch.is_ascii_graphic() || *ch == '\\') {
                 let what = if bad.is_whitespace() {
@@ -250,6 +255,10 @@ mod tests {
         let err = SysctlKey::parse("net.ipv4.conf.all. forwarding").unwrap_err();
         assert!(err.to_string().contains("white space"), "{err}");
         assert!(SysctlKey::parse("net\\ipv4").is_err());
+        assert!(matches!(
+            SysctlKey::parse("net.ipv4.conf.*.forwarding"),
+            Err(KeyError::Glob(_))
+        ));
     }
 
     #[test]
