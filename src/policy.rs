@@ -75,7 +75,7 @@ pub struct GuardState {
     pub guard: Guard,
     flapping: Flapping,
     seen: Seen,
-    /// Drops within the flapping window, oldest first.
+    /// The latest drops within the flapping window, oldest first, at most `threshold` of them.
     recent_drops: VecDeque<Instant>,
     episode: Option<Episode>,
     failing: Option<Failing>,
@@ -310,6 +310,11 @@ impl GuardState {
             self.recent_drops.pop_front();
         }
         self.recent_drops.push_back(now);
+        // The threshold's worth is all that is needed, to start an episode and to end one
+        // (the last drop): a writer in a loop must not grow this by thousands a second.
+        if self.recent_drops.len() > self.flapping.threshold as usize {
+            self.recent_drops.pop_front();
+        }
         match &mut self.episode {
             Some(e) => e.drops += 1,
             None if self.recent_drops.len() >= self.flapping.threshold as usize => {
@@ -618,6 +623,28 @@ mod tests {
             names(&g.restored(v("1"), Trigger::Netconf, now).reports),
             ["restored"]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_storm_keeps_memory_bounded() {
+        let mut g = guard(Action::Restore);
+        let mut now = Instant::now();
+        for _ in 0..100_000 {
+            now += Duration::from_micros(20);
+            g.observe(v("0"), Trigger::Netconf, now);
+            g.restored(v("1"), Trigger::Netconf, now);
+        }
+        assert!(
+            g.recent_drops.len() <= 3,
+            "{} drops kept",
+            g.recent_drops.len()
+        );
+        let mut reports = Vec::new();
+        g.tick(now + Duration::from_secs(10), &mut reports);
+        match &reports[..] {
+            [Report::FlappingEnded { drops, .. }] => assert_eq!(*drops, 100_000),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
