@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Starts a restoring guard with forwarding at 1 and waits until it is ready.
+/// Starts a guard with `action`, forwarding at 1, and waits until it is ready.
 fn ready_guard(ns: &fwdguard::sandbox::PrivateNetns, action: &str) -> Daemon {
     ns.write(ALL_FORWARDING, "1").expect("write");
     let mut d = Daemon::start(&forwarding_config(action));

@@ -24,6 +24,8 @@ use super::netconf::{IFINDEX_ALL, IFINDEX_DEFAULT, NetconfMessage, RtnlMessage};
 /// Receive buffer asked for on the event socket. The kernel doubles it and caps it at
 /// `net.core.rmem_max`.
 const EVENT_RCVBUF: usize = 1 << 20;
+/// How long a request waits for the kernel's answer.
+const REQUEST_TIMEOUT_SECS: i64 = 5;
 /// At most this many datagrams per [`EventSocket::next_batch`], so a storm cannot starve
 /// the caller's other work.
 const MAX_DATAGRAMS_PER_BATCH: usize = 256;
@@ -363,6 +365,14 @@ impl RequestSocket {
         let addr = socket
             .bind_auto()
             .map_err(|e| context("netlink request socket bind", e))?;
+        // The kernel always answers; should it not, a blocked loop would only end by the
+        // watchdog. A timeout turns that into an error the daemon logs and survives.
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(REQUEST_TIMEOUT_SECS, 0),
+        )
+        .map_err(|e| context("netlink request socket timeout", e.into()))?;
         Ok(RequestSocket {
             socket,
             port: addr.port_number(),
