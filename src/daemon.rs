@@ -134,6 +134,8 @@ struct Guardian {
     config: Config,
     explicit: Option<PathBuf>,
     guards: Vec<GuardState>,
+    /// How each guard's key is watched, by guard index: worked out once, not per event.
+    watches: Vec<Watch>,
     knobs: ProcSys,
     sinks: Vec<Box<dyn Sink + Send>>,
     /// `None` when netlink could not be used: then inotify and the re-read are all there is.
@@ -159,6 +161,7 @@ impl Guardian {
         let (events, requests) = open_netlink();
         let mut this = Self {
             guards: Vec::new(),
+            watches: Vec::new(),
             knobs: ProcSys::default(),
             sinks: setup.sinks,
             explicit: setup.explicit,
@@ -198,8 +201,9 @@ impl Guardian {
             })
             .collect();
         self.dirty = vec![None; self.guards.len()];
-        for g in &self.guards {
-            let watch = match g.guard.key.watch() {
+        self.watches = self.guards.iter().map(|g| g.guard.key.watch()).collect();
+        for (g, watch) in self.guards.iter().zip(&self.watches) {
+            let seen_by = match watch {
                 Watch::Netconf { .. } if self.events.is_some() => "netconf events (microseconds)",
                 Watch::Netconf { .. } => "timed re-read only: netlink is unavailable",
                 Watch::File => {
@@ -210,7 +214,7 @@ impl Guardian {
                 key = %g.guard.key,
                 want = %g.guard.want,
                 action = g.guard.action.as_str(),
-                "guarding {} = {} ({}); changes seen by {watch}",
+                "guarding {} = {} ({}); changes seen by {seen_by}",
                 g.guard.key,
                 g.guard.want,
                 g.guard.action.as_str()
@@ -346,16 +350,16 @@ impl Guardian {
             Device::Index(i) => self.links.get(&i).map(String::as_str),
             _ => None,
         };
-        for (g, dirty) in self.guards.iter().zip(&mut self.dirty) {
+        for (watch, dirty) in self.watches.iter().zip(&mut self.dirty) {
             let Watch::Netconf {
                 family: f,
                 device: d,
-            } = g.guard.key.watch()
+            } = watch
             else {
                 continue;
             };
-            let hit = f == family
-                && match (&d, device) {
+            let hit = *f == family
+                && match (d, device) {
                     (ConfDevice::All, Device::All) | (ConfDevice::Default, Device::Default) => true,
                     // An index not in the table yet: its link event is still on the way, so
                     // check every per-interface guard rather than miss one.
@@ -390,8 +394,8 @@ impl Guardian {
     /// Watches the files of keys without netconf events. A key whose file is missing now is
     /// picked up here again on a later re-read or link event.
     fn refresh_file_watches(&mut self) {
-        for (i, g) in self.guards.iter().enumerate() {
-            let needs_watch = match g.guard.key.watch() {
+        for (i, (g, watch)) in self.guards.iter().zip(&self.watches).enumerate() {
+            let needs_watch = match watch {
                 Watch::File => true,
                 Watch::Netconf { .. } => self.events.is_none(),
             };
