@@ -166,42 +166,32 @@ fn run() -> Result<(), String> {
         "\n{:<40} {:>9} {:>9} {:>9} {:>9}   target",
         "", "min", "median", "p99", "max"
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        row(
-            &format!("at 0, back to back ({} drops)", back_to_back.len()),
+    const LATENCY_TARGET: &str = "median <= 50 us, p99 <= 150 us";
+    let rows = [
+        (
+            format!("at 0, back to back ({} drops)", back_to_back.len()),
             &mut back_to_back,
-            "median <= 50 us, p99 <= 150 us",
-        )
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        row(
-            &format!("at 0, {} apart ({} drops)", fmt_us(GAP), spaced.len()),
+            LATENCY_TARGET,
+        ),
+        (
+            format!("at 0, {} apart ({} drops)", fmt_us(GAP), spaced.len()),
             &mut spaced,
-            "median <= 50 us, p99 <= 150 us",
-        )
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        row(
-            &format!("write(\"0\\n\") without daemon ({})", bare.len()),
+            LATENCY_TARGET,
+        ),
+        (
+            format!("write(\"0\\n\") without daemon ({})", bare.len()),
             &mut bare,
             "",
-        )
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        row(
-            &format!("write(\"0\\n\") with daemon ({})", loaded.len()),
+        ),
+        (
+            format!("write(\"0\\n\") with daemon ({})", loaded.len()),
             &mut loaded,
             "",
-        )
-    );
+        ),
+    ];
+    for (label, samples, target) in rows {
+        let _ = writeln!(out, "{}", row(&label, samples, target));
+    }
     let _ = writeln!(
         out,
         "\ndaemon RSS: {} after start, {} after {} restores   target <= 6 MiB",
