@@ -2,14 +2,16 @@
 //! refused with `FILE:LINE:COL: message` and never half-applied.
 
 use std::fmt;
-use std::ops::Range;
+use std::io::Read;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
 use crate::key::SysctlKey;
-use crate::sysctl::Value;
+use crate::value::{Shape, Value};
 
 /// Where `fwdguard run` looks when no `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/fwdguard/fwdguard.toml";
@@ -85,6 +87,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Anything but a regular file: a FIFO would block the reader, a device never ends.
+    #[error(
+        "{}: is {what}, not a regular file; fwdguard reads its configuration only from a regular file",
+        path.display()
+    )]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error(
+        "{}: {size} bytes, over the limit of {MAX_SIZE} bytes (1 MiB) for a configuration file",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     /// `FILE:LINE:COL: message`, then the offending line with a caret under the column.
     #[error("{}:{line}:{column}: {message}\n{excerpt}", path.display())]
     Invalid {
@@ -100,15 +113,19 @@ const DEFAULT_REREAD: Duration = Duration::from_secs(30);
 const DEFAULT_FLAP_THRESHOLD: u32 = 5;
 const DEFAULT_FLAP_WINDOW: Duration = Duration::from_secs(60);
 
-fn default_reread() -> Duration {
-    DEFAULT_REREAD
-}
-fn default_flap_threshold() -> u32 {
-    DEFAULT_FLAP_THRESHOLD
-}
-fn default_flap_window() -> Duration {
-    DEFAULT_FLAP_WINDOW
-}
+/// The largest configuration file read; a real one is a few hundred bytes.
+pub const MAX_SIZE: u64 = 1 << 20;
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// `reread-interval`: more often than every second is a busy loop; the bounds also keep every
+/// `Instant + interval` in the daemon far from overflow.
+pub const REREAD_INTERVAL: RangeInclusive<Duration> = Duration::from_secs(1)..=DAY;
+/// `flap-window`: 0s would never see two drops in one window; the upper bound keeps the
+/// policy's `Instant + window` far from overflow.
+pub const FLAP_WINDOW: RangeInclusive<Duration> = Duration::from_secs(1)..=DAY;
+/// `flap-threshold`: one drop is not flapping; the policy keeps this many drop times per key.
+pub const FLAP_THRESHOLD: RangeInclusive<u32> = 2..=1000;
+/// How many `[[guard]]` tables a file may have: each is a watch and a file read per re-read.
+pub const MAX_GUARDS: usize = 1000;
 
 impl Default for Config {
     /// Guard `net.ipv4.conf.all.forwarding = 1`, restoring: what a Docker host needs.
@@ -133,68 +150,108 @@ impl Default for Config {
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default = "default_reread", deserialize_with = "duration")]
-    reread_interval: Duration,
-    #[serde(default = "default_flap_threshold")]
-    flap_threshold: u32,
-    #[serde(default = "default_flap_window", deserialize_with = "duration")]
-    flap_window: Duration,
+    reread_interval: Option<Spanned<HumanDuration>>,
+    flap_threshold: Option<Spanned<i64>>,
+    flap_window: Option<Spanned<HumanDuration>>,
     #[serde(default)]
-    guard: Vec<toml::Spanned<RawGuard>>,
+    guard: Vec<Spanned<RawGuard>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawGuard {
-    key: toml::Spanned<String>,
-    #[serde(deserialize_with = "value")]
-    value: Value,
+    key: Spanned<String>,
+    value: Spanned<RawValue>,
     #[serde(default)]
     action: Action,
 }
 
 /// `"30s"`, `"1m 30s"`, `"500ms"`: humantime's forms.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""
-        ))
-    })
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Self).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""
+            ))
+        })
+    }
 }
 
-/// A value may be written as a string (`"1"`, `"32768 60999"`) or a bare integer (`1`).
-fn value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(i64),
-        Str(String),
+/// A value may be written as a string (`"1"`, `"32768 60999"`) or a bare integer (`1`); what
+/// the key can hold is checked once the key is known.
+struct RawValue(String);
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_: D::Error| {
+            serde::de::Error::custom("a value is a string such as \"1\" or an integer")
+        })? {
+            Raw::Int(i) => Ok(Self(i.to_string())),
+            Raw::Str(s) => Ok(Self(s)),
+        }
     }
-    let v = match Raw::deserialize(d).map_err(|_: D::Error| {
-        serde::de::Error::custom("a value is a string such as \"1\" or an integer")
-    })? {
-        Raw::Int(i) => Value::new(&i.to_string()),
-        Raw::Str(s) => Value::new(&s),
+}
+
+/// A duration setting within its bounds, or an error at its value.
+fn bounded(
+    setting: Option<Spanned<HumanDuration>>,
+    name: &str,
+    bounds: &RangeInclusive<Duration>,
+    default: Duration,
+) -> Result<Duration, (Range<usize>, String)> {
+    let Some(setting) = setting else {
+        return Ok(default);
     };
-    if v.as_str().is_empty() {
-        return Err(serde::de::Error::custom("a value must not be empty"));
+    let span = setting.span();
+    let d = setting.into_inner().0;
+    if bounds.contains(&d) {
+        return Ok(d);
     }
-    Ok(v)
+    Err((
+        span,
+        format!(
+            "{name} must be between {} and {}, not {}",
+            humantime::format_duration(*bounds.start()),
+            humantime::format_duration(*bounds.end()),
+            humantime::format_duration(d)
+        ),
+    ))
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file: the one way the daemon (at start and on reload) and the
+    /// commands read a configuration. Refuses anything but a regular file (symlinks to one are
+    /// fine) and files over [`MAX_SIZE`]. A key whose type fwdguard does not know is checked
+    /// against what its `/proc/sys` file holds now, if it exists.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        let text = read_regular_file(path)?;
+        Self::parse_on_host(&text, path, |key| {
+            std::fs::read_to_string(key.proc_path()).ok()
+        })
     }
 
-    /// Validates `text`; `path` names it in errors.
+    /// Validates `text`; `path` names it in errors. Pure: a key whose type fwdguard does not
+    /// know takes any value (numbers normalised, see [`Shape::Text`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_on_host(text, path, |_| None)
+    }
+
+    /// Validates `text`, learning the shape of keys fwdguard does not know from `current`: what
+    /// the key's file holds now, `None` if it cannot be read.
+    pub fn parse_on_host(
+        text: &str,
+        path: &Path,
+        mut current: impl FnMut(&SysctlKey) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |span: Option<Range<usize>>, message: String| {
             let at = span.map_or(0, |s| s.start);
             let (line, column, excerpt) = locate(text, at);
@@ -206,21 +263,51 @@ impl Config {
                 excerpt,
             }
         };
+        let at = |(span, message): (Range<usize>, String)| invalid(Some(span), message);
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_owned()))?;
 
-        if raw.reread_interval < Duration::from_secs(1) {
-            let at = text.find("reread-interval").map(|i| i..i);
-            return Err(invalid(at, "reread-interval must be at least 1s".into()));
-        }
-        if raw.flap_threshold < 2 {
-            let at = text.find("flap-threshold").map(|i| i..i);
-            return Err(invalid(at, "flap-threshold must be at least 2".into()));
-        }
+        let reread_interval = bounded(
+            raw.reread_interval,
+            "reread-interval",
+            &REREAD_INTERVAL,
+            DEFAULT_REREAD,
+        )
+        .map_err(at)?;
+        let window = bounded(
+            raw.flap_window,
+            "flap-window",
+            &FLAP_WINDOW,
+            DEFAULT_FLAP_WINDOW,
+        )
+        .map_err(at)?;
+        let threshold = match raw.flap_threshold {
+            None => DEFAULT_FLAP_THRESHOLD,
+            Some(t) => u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|n| FLAP_THRESHOLD.contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        Some(t.span()),
+                        format!(
+                            "flap-threshold must be between {} and {}, not {}",
+                            FLAP_THRESHOLD.start(),
+                            FLAP_THRESHOLD.end(),
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+        };
         if raw.guard.is_empty() {
             return Err(invalid(
                 None,
                 "no [[guard]] table: nothing to guard (see config.example.toml)".into(),
+            ));
+        }
+        if let Some(extra) = raw.guard.get(MAX_GUARDS) {
+            return Err(invalid(
+                Some(extra.span()),
+                format!("more than {MAX_GUARDS} [[guard]] tables"),
             ));
         }
 
@@ -243,9 +330,23 @@ impl Config {
                     format!("{key} is already guarded at line {line}{same}"),
                 ));
             }
+            let value_span = g.value.span();
+            let raw_value = &g.value.get_ref().0;
+            if raw_value.trim().is_empty() {
+                return Err(invalid(
+                    Some(value_span),
+                    "a value must not be empty".into(),
+                ));
+            }
+            let shape = Shape::known(&key)
+                .or_else(|| current(&key).map(|now| Shape::infer(&now)))
+                .unwrap_or(Shape::Text);
+            let want = shape
+                .value(raw_value)
+                .map_err(|e| invalid(Some(value_span), format!("{key}: {e}")))?;
             guards.push(Guard {
                 key,
-                want: g.value,
+                want,
                 action: g.action,
             });
             spans.push(span);
@@ -253,11 +354,8 @@ impl Config {
 
         Ok(Self {
             origin: Origin::File(path.to_owned()),
-            reread_interval: raw.reread_interval,
-            flapping: Flapping {
-                threshold: raw.flap_threshold,
-                window: raw.flap_window,
-            },
+            reread_interval,
+            flapping: Flapping { threshold, window },
             guards,
         })
     }
@@ -277,6 +375,58 @@ impl Config {
             },
         }
     }
+}
+
+/// The whole of `path`, if it is a regular file of at most [`MAX_SIZE`] bytes. Opened
+/// non-blocking, so a FIFO at the path is refused instead of waiting for a writer.
+fn read_regular_file(path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            "a special file"
+        };
+        return Err(ConfigError::NotRegular {
+            path: path.to_owned(),
+            what,
+        });
+    }
+    let too_large = |size| ConfigError::TooLarge {
+        path: path.to_owned(),
+        size,
+    };
+    if meta.len() > MAX_SIZE {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    // The file may grow between fstat and read: read one byte past the limit to notice.
+    file.take(MAX_SIZE + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_SIZE {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
 }
 
 /// 1-based line and column of byte offset `at`, and that line with a caret under the column.
@@ -372,15 +522,23 @@ action = "alert"
             ),
             (
                 "reread-interval = \"100ms\"\n[[guard]]\nkey=\"a.b\"\nvalue=1\n",
-                "test.toml:1:1: reread-interval must be at least 1s",
+                "test.toml:1:19: reread-interval must be between 1s and 1day, not 100ms",
             ),
             (
                 "flap-threshold = 1\n[[guard]]\nkey=\"a.b\"\nvalue=1\n",
-                "test.toml:1:1: flap-threshold must be at least 2",
+                "test.toml:1:18: flap-threshold must be between 2 and 1000, not 1",
             ),
             (
                 "flap-threshold = -1\n",
-                "test.toml:1:18: invalid value: integer `-1`",
+                "test.toml:1:18: flap-threshold must be between 2 and 1000, not -1",
+            ),
+            (
+                "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"yes\"\n",
+                "test.toml:3:9: net.ipv4.conf.all.forwarding: `yes` is not an integer; this key holds an integer",
+            ),
+            (
+                "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1 0\"\n",
+                "test.toml:3:9: net.ipv4.conf.all.forwarding: `1 0` has 2 fields; this key holds an integer",
             ),
             ("", "test.toml:1:1: no [[guard]] table: nothing to guard"),
             (
@@ -442,6 +600,98 @@ action = "alert"
         assert!(
             err.to_string().starts_with("/nonexistent/fwdguard.toml: "),
             "{err}"
+        );
+    }
+
+    /// The bounds, each refused at its own value even when a comment above names the setting.
+    #[test]
+    fn bounds_point_at_the_setting_not_at_a_comment() {
+        let guard = "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n";
+        for (setting, want) in [
+            (
+                "reread-interval = \"500000000000y\"",
+                "2:19: reread-interval must be between 1s and 1day, not 500000000000years",
+            ),
+            (
+                "reread-interval = \"1day 1s\"",
+                "2:19: reread-interval must be between 1s and 1day, not 1day 1s",
+            ),
+            (
+                "flap-window = \"0s\"",
+                "2:15: flap-window must be between 1s and 1day, not 0s",
+            ),
+            (
+                "flap-window = \"500000000000y\"",
+                "2:15: flap-window must be between 1s and 1day",
+            ),
+            (
+                "flap-threshold = 1001",
+                "2:18: flap-threshold must be between 2 and 1000, not 1001",
+            ),
+            (
+                "flap-threshold = 9223372036854775807",
+                "2:18: flap-threshold must be between 2 and 1000",
+            ),
+        ] {
+            let text = format!(
+                "# reread-interval, flap-window and flap-threshold are bounded\n{setting}\n{guard}"
+            );
+            let got = error(&text);
+            assert!(got.starts_with(&format!("test.toml:{want}")), "{got}");
+        }
+        let c = parse(&format!(
+            "reread-interval = \"1d\"\nflap-window = \"1s\"\nflap-threshold = 1000\n{guard}"
+        ))
+        .expect("the bounds themselves are valid");
+        assert_eq!(c.reread_interval, Duration::from_secs(86400));
+        assert_eq!(c.flapping.threshold, 1000);
+    }
+
+    #[test]
+    fn values_are_stored_as_the_kernel_prints_them() {
+        let c = parse(
+            "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"01\"\n\
+             [[guard]]\nkey = \"net.ipv4.ip_local_port_range\"\nvalue = \" 32768\t60999 \"\n\
+             [[guard]]\nkey = \"net.ipv4.tcp_congestion_control\"\nvalue = \"bbr\"\n",
+        )
+        .expect("valid");
+        let want: Vec<&str> = c.guards.iter().map(|g| g.want.as_str()).collect();
+        assert_eq!(want, ["1", "32768 60999", "bbr"]);
+    }
+
+    #[test]
+    fn unknown_keys_take_their_shape_from_the_host() {
+        let text = "[[guard]]\nkey = \"net.core.somaxconn\"\nvalue = \"many\"\n";
+        assert!(parse(text).is_ok(), "without the host, any text");
+        let err = Config::parse_on_host(text, Path::new("test.toml"), |_| Some("4096\n".into()))
+            .expect_err("an integer key on this host");
+        assert!(
+            err.to_string().starts_with(
+                "test.toml:3:9: net.core.somaxconn: `many` is not an integer; this key holds an integer"
+            ),
+            "{err}"
+        );
+        let c = Config::parse_on_host(
+            "[[guard]]\nkey = \"net.ipv4.tcp_congestion_control\"\nvalue = \"bbr\"\n",
+            Path::new("test.toml"),
+            |_| Some("cubic\n".into()),
+        )
+        .expect("a text key");
+        assert_eq!(c.guards[0].want.as_str(), "bbr");
+    }
+
+    #[test]
+    fn more_guards_than_the_bound_are_refused() {
+        let text: String = (0..=MAX_GUARDS)
+            .map(|i| format!("[[guard]]\nkey = \"net.ipv4.conf.if{i}.forwarding\"\nvalue = 1\n"))
+            .collect();
+        let got = error(&text);
+        assert!(
+            got.starts_with(&format!(
+                "test.toml:{}:1: more than 1000 [[guard]] tables",
+                3 * MAX_GUARDS + 1
+            )),
+            "{got}"
         );
     }
 }

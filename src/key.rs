@@ -134,6 +134,11 @@ impl SysctlKey {
         }
     }
 
+    /// The path components below `/proc/sys`.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.components.iter().map(String::as_str)
+    }
+
     /// The file that holds the value.
     pub fn proc_path(&self) -> PathBuf {
         let mut p = PathBuf::from("/proc/sys");

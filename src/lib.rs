@@ -7,7 +7,8 @@
 //! - [`policy`]: the pure decisions: restore or alert, flapping, retry backoff. No I/O.
 //! - [`daemon`]: the loop that feeds observations to the policy and carries out its decisions.
 //! - [`sysctl`]: reading and writing the knobs; [`key`]: validated key names and how each can
-//!   be watched; [`config`]: the TOML file.
+//!   be watched; [`value`]: values as the kernel prints them and the shapes keys can hold;
+//!   [`config`]: the TOML file.
 //! - [`report`]: what operators are told, with journal `MESSAGE_ID`s; [`systemd`]: sd_notify.
 //! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
@@ -25,3 +26,4 @@ pub mod sandbox;
 pub mod source;
 pub mod sysctl;
 pub mod systemd;
+pub mod value;

@@ -1,34 +1,11 @@
 //! Reading and writing sysctl values under `/proc/sys`, behind a trait so the daemon's logic can
 //! be tested without root.
 
-use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 
 use crate::key::SysctlKey;
-
-/// A sysctl value as `sysctl(8)` shows it: fields separated by single spaces.
-///
-/// `/proc/sys` separates multi-field values with tabs and ends them with a newline; comparing
-/// the normalized form makes `"32768 60999"` in the config equal to what the kernel prints.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Value(String);
-
-impl Value {
-    pub fn new(raw: &str) -> Self {
-        Self(raw.split_whitespace().collect::<Vec<_>>().join(" "))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::value::Value;
 
 /// What was being done when a sysctl access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,13 +76,6 @@ impl Knobs for ProcSys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_compare_as_sysctl_prints_them() {
-        assert_eq!(Value::new("1\n"), Value::new("1"));
-        assert_eq!(Value::new("32768\t60999\n"), Value::new("32768 60999"));
-        assert_ne!(Value::new("0\n"), Value::new("1"));
-    }
 
     #[test]
     fn errors_name_the_key_and_the_cause() {
