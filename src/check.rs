@@ -37,10 +37,22 @@ pub struct KeyCheck {
 #[derive(Debug, Serialize)]
 pub struct Outcome {
     pub status: State,
+    /// Why no key could be looked at (no usable configuration, a usage error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub keys: Vec<KeyCheck>,
 }
 
 impl Outcome {
+    /// No key could be looked at: UNKNOWN, with the reason.
+    pub fn failed(error: String) -> Self {
+        Self {
+            status: State::Unknown,
+            error: Some(error),
+            keys: Vec::new(),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self.status {
             State::Ok => EXIT_OK,
@@ -51,17 +63,28 @@ impl Outcome {
 
     /// A summary line first (what a monitoring system shows), then one line per key.
     pub fn text(&self) -> String {
+        if let Some(error) = &self.error {
+            return format!("UNKNOWN: {error}\n");
+        }
         let count = |s| self.keys.iter().filter(|k| k.state == s).count();
         let n = self.keys.len();
+        // "1 guarded key holds its value", "1 of 2 guarded keys is wrong".
+        let of = |m: usize, one: &str, many: &str| match n {
+            1 => format!("1 guarded key {one}"),
+            _ => format!(
+                "{m} of {n} guarded keys {}",
+                if m == 1 { one } else { many }
+            ),
+        };
         let mut out = match self.status {
-            State::Ok => format!("OK: {n} of {n} guarded keys hold their values\n"),
+            State::Ok => format!("OK: {}\n", of(n, "holds its value", "hold their values")),
             State::Wrong => format!(
-                "CRITICAL: {} of {n} guarded keys are wrong\n",
-                count(State::Wrong)
+                "CRITICAL: {}\n",
+                of(count(State::Wrong), "is wrong", "are wrong")
             ),
             State::Unknown => format!(
-                "UNKNOWN: {} of {n} guarded keys cannot be read\n",
-                count(State::Unknown)
+                "UNKNOWN: {}\n",
+                of(count(State::Unknown), "cannot be read", "cannot be read")
             ),
         };
         for k in &self.keys {
@@ -109,7 +132,11 @@ pub fn check(config: &Config, knobs: &mut impl Knobs) -> Outcome {
     } else {
         State::Ok
     };
-    Outcome { status, keys }
+    Outcome {
+        status,
+        error: None,
+        keys,
+    }
 }
 
 fn describe(e: &SysctlError) -> String {
@@ -125,7 +152,8 @@ mod tests {
     use super::*;
     use crate::config::{Action, Guard};
     use crate::key::SysctlKey;
-    use crate::sysctl::{Op, Value};
+    use crate::sysctl::Op;
+    use crate::value::Value;
     use std::collections::HashMap;
     use std::io;
 
@@ -181,7 +209,7 @@ mod tests {
         assert_eq!(out.exit_code(), 0);
         assert_eq!(
             out.text(),
-            "OK: 1 of 1 guarded keys hold their values\nok       net.ipv4.conf.all.forwarding = 1\n"
+            "OK: 1 guarded key holds its value\nok       net.ipv4.conf.all.forwarding = 1\n"
         );
     }
 
@@ -192,7 +220,7 @@ mod tests {
         assert_eq!(out.exit_code(), 2);
         assert_eq!(
             out.text(),
-            "CRITICAL: 1 of 2 guarded keys are wrong\n\
+            "CRITICAL: 1 of 2 guarded keys is wrong\n\
              WRONG    net.ipv4.conf.all.forwarding = 0 (want 1)\n\
              UNKNOWN  net.ipv6.conf.all.forwarding: does not exist on this host\n"
         );
@@ -201,6 +229,14 @@ mod tests {
         assert!(
             out.text()
                 .starts_with("UNKNOWN: 1 of 2 guarded keys cannot be read\n")
+        );
+        let c = config(&["a.b", "c.d", "e.f"]);
+        let out = check(&c, &mut table(&[("a.b", "0"), ("c.d", "0"), ("e.f", "1")]));
+        assert!(
+            out.text()
+                .starts_with("CRITICAL: 2 of 3 guarded keys are wrong\n"),
+            "{}",
+            out.text()
         );
     }
 

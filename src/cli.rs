@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::{self, Setup};
 use crate::sysctl::{Knobs, ProcSys};
+use crate::value::Shape;
 use crate::{check, demo, logging};
 
 /// sysexits(3) EX_CONFIG: a configuration error.
@@ -66,7 +67,10 @@ enum ConfigCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(usage_error(&e)),
+    };
     ExitCode::from(match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config, json } => check(config.as_deref(), json),
@@ -81,6 +85,38 @@ pub fn main() -> ExitCode {
             }
         },
     })
+}
+
+/// Prints a usage error (or `--help`, `--version`) as clap does and picks the exit code: clap's
+/// 2, except for `check`, whose callers are monitoring systems that read 2 as CRITICAL. A usage
+/// error there is UNKNOWN (3), said on stdout, where plugins' output is read.
+fn usage_error(e: &clap::Error) -> u8 {
+    let _ = e.print();
+    if !e.use_stderr() {
+        return 0;
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_none_or(|a| a != "check") {
+        return u8::try_from(e.exit_code()).unwrap_or(EXIT_FAILURE);
+    }
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or_default();
+    let error = format!("usage: {}", first.strip_prefix("error: ").unwrap_or(first));
+    print_check_failure(&error, args.iter().any(|a| a == "--json"));
+    check::EXIT_UNKNOWN
+}
+
+/// `check` could not look at any key: one UNKNOWN line on stdout, or the JSON form of it.
+fn print_check_failure(error: &str, json: bool) {
+    let outcome = check::Outcome::failed(error.to_owned());
+    if json {
+        match serde_json::to_string_pretty(&outcome) {
+            Ok(s) => println!("{s}"),
+            Err(e) => println!("UNKNOWN: {error} ({e})"),
+        }
+    } else {
+        print!("{}", outcome.text());
+    }
 }
 
 fn run(explicit: Option<PathBuf>) -> u8 {
@@ -130,6 +166,9 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fwdguard check: {e}");
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or_default();
+            print_check_failure(&format!("configuration: {first}"), json);
             return check::EXIT_UNKNOWN;
         }
     };
@@ -157,10 +196,9 @@ fn config_check(file: &Path) -> u8 {
         }
     };
     println!(
-        "{}: ok, {} guarded key{}",
+        "{}: ok, {}",
         file.display(),
-        config.guards.len(),
-        if config.guards.len() == 1 { "" } else { "s" }
+        crate::report::count(config.guards.len(), "guarded key")
     );
     // Soft findings: valid, but worth knowing before the daemon runs.
     let mut knobs = ProcSys::default();
@@ -168,8 +206,13 @@ fn config_check(file: &Path) -> u8 {
         if let Err(e) = knobs.read(&g.key)
             && e.is_missing()
         {
+            let unchecked = if Shape::known(&g.key).is_none() {
+                "; its type is not known, so its value was checked only as text or numbers"
+            } else {
+                ""
+            };
             println!(
-                "{}: warning: {} does not exist on this host now; fwdguard will report it and guard it once it appears",
+                "{}: warning: {} does not exist on this host now; fwdguard will report it and guard it once it appears{unchecked}",
                 file.display(),
                 g.key
             );

@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,19 @@ pub fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu)?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
+/// sysctl(8), also where a normal user's PATH does not look (`/usr/sbin`, `/sbin`).
+fn find_sysctl() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("sysctl"))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn cpus() -> usize {
@@ -149,13 +162,17 @@ pub fn run(bursts: usize) -> Result<(), String> {
     print!(
         "knock 3: sysctl -w net.ipv4.ip_forward=0 (what `systemctl restart network` runs on CentOS/RHEL)"
     );
-    match Command::new("sysctl")
-        .args(["-q", "-w", "net.ipv4.ip_forward=0"])
-        .status()
-    {
-        Ok(s) if s.success() => println!(),
-        Ok(s) => println!("\n    sysctl failed: {s}"),
-        Err(e) => println!("\n    sysctl(8) not available here ({e}); skipped"),
+    match find_sysctl().map(|p| {
+        Command::new(p)
+            .args(["-q", "-w", "net.ipv4.ip_forward=0"])
+            .status()
+    }) {
+        Some(Ok(s)) if s.success() => println!(),
+        Some(Ok(s)) => println!("\n    sysctl failed: {s}"),
+        Some(Err(e)) => println!("\n    sysctl(8) could not be run ({e}); skipped"),
+        None => {
+            println!("\n    sysctl(8) is not installed (not in PATH, /usr/sbin or /sbin); skipped")
+        }
     }
     show(Duration::from_millis(500));
 

@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use crate::config::Action;
 use crate::key::SysctlKey;
-use crate::sysctl::Value;
+use crate::value::Value;
 
 pub mod journal;
+
+/// `1 guarded key`, `2 guarded keys`.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
 
 /// syslog priorities, as the journal's `PRIORITY=` field takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -389,7 +394,8 @@ impl fmt::Display for Report {
             Report::ConfigReloaded { origin, guards } => {
                 write!(
                     f,
-                    "configuration reloaded from {origin}: {guards} guarded keys"
+                    "configuration reloaded from {origin}: {}",
+                    count(*guards, "guarded key")
                 )
             }
             Report::ReloadFailed { origin, error } => write!(

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use fwdguard::sandbox::in_private_netns;
@@ -58,16 +59,7 @@ fn config_check_names_file_line_and_column_and_exits_78() {
         ),
         ("bad-duration.toml", "1:19: `often` is not a duration"),
     ] {
-        let path = fixture(name);
-        let o = fwdguard(&["config", "check", path.to_str().expect("path")]);
-        assert_eq!(o.status.code(), Some(78), "{name}");
-        let first = stderr(&o).lines().next().unwrap_or_default().to_owned();
-        let want = format!("{}:{want}", path.display());
-        assert!(
-            first.starts_with(&want),
-            "{name}:\n  got:  {first}\n  want: {want}"
-        );
-        assert!(stdout(&o).is_empty());
+        assert_refused(name, want);
     }
 }
 
@@ -111,7 +103,7 @@ fn check_exit_codes_follow_monitoring_plugin_conventions() {
             assert_eq!(o.status.code(), Some(0));
             assert_eq!(
                 stdout(&o),
-                "OK: 1 of 1 guarded keys hold their values\nok       net.ipv4.conf.all.forwarding = 1\n"
+                "OK: 1 guarded key holds its value\nok       net.ipv4.conf.all.forwarding = 1\n"
             );
 
             ns.write(ALL_FORWARDING, "0").expect("write");
@@ -147,6 +139,8 @@ fn demo_heals_every_drop_in_its_own_namespace() {
             .command(BIN)
             .expect("private")
             .args(["demo", "--burst", "200"])
+            // A normal user's PATH: sysctl(8) lives in /usr/sbin.
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .output()
             .expect("run demo");
         let out = stdout(&o);
@@ -158,9 +152,253 @@ fn demo_heals_every_drop_in_its_own_namespace() {
         assert!(out.contains("(seen via startup)"), "{out}");
         assert!(out.contains("(seen via netconf)"), "{out}");
         assert!(out.contains("over 200 drops"), "{out}");
+        assert!(!out.contains("skipped"), "knock 3 ran sysctl(8): {out}");
         assert!(
             out.contains("net.ipv4.conf.all.forwarding = 1 at the end."),
             "{out}"
         );
+    });
+}
+
+/// Runs `config check` on the fixture `name` and asserts that it is refused with exit code 78,
+/// nothing on stdout, and a first stderr line starting `FILE:want`; returns that `FILE:want`.
+fn assert_refused(name: &str, want: &str) -> String {
+    let path = fixture(name);
+    let o = fwdguard(&["config", "check", path.to_str().expect("path")]);
+    let first = stderr(&o).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(o.status.code(), Some(78), "{name}: {first}");
+    let want = format!("{}:{want}", path.display());
+    assert!(
+        first.starts_with(&want),
+        "{name}:\n  got:  {first}\n  want: {want}"
+    );
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    want
+}
+
+#[test]
+fn config_check_refuses_values_the_key_cannot_hold_at_the_value() {
+    for (name, want) in [
+        (
+            "value-yes.toml",
+            "3:9: net.ipv4.conf.all.forwarding: `yes` is not an integer; this key holds an integer",
+        ),
+        (
+            "value-two-fields.toml",
+            "3:11: net.ipv4.conf.all.forwarding: `1 0` has 2 fields; this key holds an integer (the kernel would keep the first and ignore the rest",
+        ),
+        (
+            "value-octal.toml",
+            "3:9: net.ipv4.conf.all.forwarding: `010` is ambiguous: the kernel reads a leading 0 as octal",
+        ),
+        (
+            "port-range-one-field.toml",
+            "3:9: net.ipv4.ip_local_port_range: `1024` has 1 field; this key holds 2 integers",
+        ),
+        // Not in the table: the shape comes from the key's /proc/sys file (read only).
+        (
+            "inferred-integer-key.toml",
+            "4:9: net.core.somaxconn: `many` is not an integer; this key holds an integer",
+        ),
+    ] {
+        assert_refused(name, want);
+    }
+}
+
+#[test]
+fn out_of_bounds_settings_are_config_errors_at_their_own_line() {
+    for (name, want) in [
+        (
+            "huge-reread-interval.toml",
+            "2:19: reread-interval must be between 1s and 1day, not 500000000000years",
+        ),
+        (
+            "zero-flap-window.toml",
+            "3:15: flap-window must be between 1s and 1day, not 0s",
+        ),
+        (
+            "huge-flap-threshold.toml",
+            "1:18: flap-threshold must be between 2 and 1000, not 4000000000",
+        ),
+    ] {
+        let want = assert_refused(name, want);
+        // The daemon refuses the same file the same way: exit 78, not an abort (134).
+        let path = fixture(name);
+        let o = fwdguard(&["run", "-c", path.to_str().expect("path")]);
+        assert_eq!(o.status.code(), Some(78), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    }
+}
+
+/// Runs fwdguard with a deadline: a command that hangs is a failure, not a stuck test run.
+fn fwdguard_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("fwdguard {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn only_regular_files_up_to_1_mib_are_read_as_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let big = dir.path().join("big.toml");
+    let mut text = forwarding_config("restore");
+    while text.len() <= 1 << 20 {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).expect("big file");
+    let fifo_s = fifo.display().to_string();
+    let big_s = big.display().to_string();
+    let dir_s = dir.path().display().to_string();
+    for (args, want) in [
+        (
+            vec!["config", "check", &fifo_s],
+            format!("{fifo_s}: is a FIFO, not a regular file"),
+        ),
+        (
+            vec!["run", "-c", &fifo_s],
+            format!("{fifo_s}: is a FIFO, not a regular file"),
+        ),
+        (
+            vec!["config", "check", "/dev/zero"],
+            "/dev/zero: is a character device, not a regular file".to_owned(),
+        ),
+        (
+            vec!["config", "check", &dir_s],
+            format!("{dir_s}: is a directory, not a regular file"),
+        ),
+        (
+            vec!["config", "check", &big_s],
+            format!(
+                "{big_s}: {} bytes, over the limit of 1048576 bytes (1 MiB)",
+                text.len()
+            ),
+        ),
+    ] {
+        let o = fwdguard_within(&args, Duration::from_secs(5));
+        assert_eq!(o.status.code(), Some(78), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&want), "{args:?}:\n{}", stderr(&o));
+    }
+
+    // A symlink to a regular file is fine.
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(fixture("valid.toml"), &link).expect("symlink");
+    let o = fwdguard(&["config", "check", link.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn check_usage_errors_are_unknown_not_critical() {
+    let o = fwdguard(&["check", "--jsn"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "UNKNOWN: usage: unexpected argument '--jsn' found\n"
+    );
+    assert!(
+        stderr(&o).contains("Usage: fwdguard check"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = fwdguard(&["check", "--json", "-c"]);
+    assert_eq!(o.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(json["status"], "unknown");
+    assert_eq!(json["keys"], serde_json::json!([]));
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("usage: ")),
+        "{json}"
+    );
+
+    // Everywhere else a usage error keeps clap's 2; help is 0.
+    assert_eq!(fwdguard(&["run", "--jsn"]).status.code(), Some(2));
+    assert_eq!(fwdguard(&["bogus"]).status.code(), Some(2));
+    assert_eq!(fwdguard(&["check", "--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn check_without_a_usable_configuration_says_unknown_on_stdout() {
+    let o = fwdguard(&["check", "-c", "/nonexistent/fwdguard.toml"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        stdout(&o),
+        "UNKNOWN: configuration: /nonexistent/fwdguard.toml: No such file or directory (os error 2)\n"
+    );
+    let o = fwdguard(&["check", "--json", "-c", "/nonexistent/fwdguard.toml"]);
+    assert_eq!(o.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "status": "unknown",
+            "error": "configuration: /nonexistent/fwdguard.toml: No such file or directory (os error 2)",
+            "keys": []
+        })
+    );
+    let bad = fixture("value-yes.toml");
+    let o = fwdguard(&["check", "-c", bad.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stdout(&o).starts_with(&format!("UNKNOWN: configuration: {}:3:9: ", bad.display())),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn values_are_compared_as_the_kernel_prints_them() {
+    in_private_netns("values_are_compared_as_the_kernel_prints_them", |ns| {
+        ns.write(ALL_FORWARDING, "1").expect("write");
+        let config = fixture("value-leading-zero.toml");
+        let o = ns
+            .command(BIN)
+            .expect("private")
+            .args(["check", "-c", config.to_str().expect("path")])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        assert_eq!(
+            stdout(&o),
+            "OK: 1 guarded key holds its value\nok       net.ipv4.conf.all.forwarding = 1\n"
+        );
+    });
+}
+
+#[test]
+fn terminal_log_lines_say_each_thing_once() {
+    in_private_netns("terminal_log_lines_say_each_thing_once", |ns| {
+        ns.write(ALL_FORWARDING, "1").expect("write");
+        let mut d = Daemon::start(&forwarding_config("restore"));
+        d.wait_notify("READY=1", Duration::from_secs(5));
+        ns.write(ALL_FORWARDING, "0").expect("write");
+        d.wait_stderr("restored to 1", Duration::from_secs(1));
+        d.signal(nix::sys::signal::Signal::SIGHUP);
+        d.wait_stderr("configuration reloaded from", Duration::from_secs(1));
+        let err = d.stderr();
+        assert!(
+            err.contains("guarding net.ipv4.conf.all.forwarding = 1 (restore); changes seen by netconf events (microseconds)\n"),
+            "{err}"
+        );
+        assert!(err.contains(": 1 guarded key\n"), "{err}");
+        for repeated in ["key=", "want=", "action=", "message_id=", "config="] {
+            assert!(!err.contains(repeated), "{repeated} in:\n{err}");
+        }
     });
 }
