@@ -59,6 +59,8 @@ pub enum Shape {
         max: i128,
         /// Said when a number is out of range, e.g. why a boolean key takes only 0 and 1.
         why: &'static str,
+        /// The fields must not decrease (a range the kernel refuses upside down).
+        ascending: bool,
     },
     /// Any text (a string key, or a key whose type is not known).
     Text,
@@ -74,6 +76,7 @@ impl Shape {
             min: INT.0,
             max: INT.1,
             why: INT_WHY,
+            ascending: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Shape {
             min: i64::MIN as i128,
             max: u64::MAX as i128,
             why: "it is outside the range of a kernel integer",
+            ascending: false,
         }
     }
 
@@ -122,18 +126,22 @@ impl Shape {
                 min: 0,
                 max: 1,
                 why: "the kernel stores any other number as 1",
+                ascending: false,
             },
             ["net", "ipv4", "ip_local_port_range"] => Shape::Ints {
                 count: 2,
                 min: 1,
                 max: 65535,
                 why: "it is a port range",
+                ascending: true,
             },
             ["net", "ipv4", "ping_group_range"] => Shape::Ints {
                 count: 2,
                 min: 0,
                 max: i128::from(u32::MAX >> 1),
                 why: "it is a range of group ids",
+                // "1 0" (nobody may ping) is the default: upside down is allowed here.
+                ascending: false,
             },
             ["net", "ipv4", "tcp_rmem" | "tcp_wmem"] => Shape::int(3),
             _ => return None,
@@ -178,6 +186,7 @@ impl Shape {
                 min,
                 max,
                 why,
+                ascending,
             } => {
                 if fields.len() != count {
                     let ignored = if count < fields.len() {
@@ -203,6 +212,11 @@ impl Shape {
                         ));
                     }
                     ints.push(n);
+                }
+                if ascending && ints.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(format!(
+                        "`{raw}` is upside down: the kernel refuses a range whose first number is above the second"
+                    ));
                 }
                 Ok(Value::ints(&ints))
             }
@@ -310,8 +324,8 @@ mod tests {
             Err(true)
         );
         assert_eq!(
-            range.value(" 32768\t 0x1000 ").map(|v| v.to_string()),
-            Ok("32768 4096".into())
+            range.value(" 0x1000\t 32768 ").map(|v| v.to_string()),
+            Ok("4096 32768".into())
         );
     }
 
@@ -351,6 +365,10 @@ mod tests {
             )
         );
         let range = Shape::known(&key("net.ipv4.ip_local_port_range")).expect("known");
+        assert_eq!(
+            range.value("5000 4000"),
+            Err("`5000 4000` is upside down: the kernel refuses a range whose first number is above the second".into())
+        );
         assert_eq!(
             range.value("1024"),
             Err("`1024` has 1 field; this key holds 2 integers".into())
