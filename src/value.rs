@@ -172,13 +172,14 @@ impl Shape {
         }
         match self {
             Shape::Text => {
-                let mut ints = Vec::with_capacity(fields.len());
-                for f in &fields {
-                    match parse_int(f)? {
-                        Some(n) => ints.push(n),
-                        None => return Ok(Value::new(raw)),
-                    }
+                let parsed: Vec<_> = fields.iter().map(|f| parse_int(f)).collect();
+                if parsed.iter().any(|p| matches!(p, Ok(None))) {
+                    return Ok(Value::new(raw));
                 }
+                let ints = parsed
+                    .into_iter()
+                    .map(|p| p.map(|n| n.unwrap_or_default()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Value::ints(&ints))
             }
             Shape::Ints {
@@ -403,6 +404,14 @@ mod tests {
         assert_eq!(
             Shape::Text.value("01 x").map(|v| v.to_string()),
             Ok("01 x".into())
+        );
+        assert_eq!(
+            Shape::Text.value("010 x").map(|v| v.to_string()),
+            Ok("010 x".into())
+        );
+        assert!(
+            Shape::Text.value("1 010").is_err(),
+            "numbers only: ambiguous"
         );
     }
 
