@@ -1,15 +1,19 @@
 //! `fwdguard check`: read every guarded key once and say whether it holds, in the
-//! monitoring-plugin convention (exit 0 OK, 2 CRITICAL, 3 UNKNOWN), so it serves as a CI step
-//! before `docker build` and as a Nagios/Icinga check.
+//! monitoring-plugin convention (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), so it serves as a
+//! CI step before `docker build` and as a Nagios/Icinga check. WARNING: every key holds, but
+//! the daemon would guard one less well than it should (it could not restore it, or not see
+//! changes quickly): the same degradations the daemon shows in STATUS=.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::sysctl::{Knobs, SysctlError};
+use crate::config::{Action, Config, Guard};
+use crate::snapshot::Degradation;
+use crate::sysctl::{Access, Knobs, SysctlError, read_once};
 
 pub const EXIT_OK: u8 = 0;
+pub const EXIT_WARNING: u8 = 1;
 pub const EXIT_CRITICAL: u8 = 2;
 pub const EXIT_UNKNOWN: u8 = 3;
 
@@ -17,6 +21,7 @@ pub const EXIT_UNKNOWN: u8 = 3;
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Ok,
+    Warning,
     Wrong,
     Unknown,
 }
@@ -30,6 +35,8 @@ pub struct KeyCheck {
     pub state: State,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degradations: Vec<Degradation>,
 }
 
 /// The whole result: `status` is the worst state; a wrong key outranks an unreadable one,
@@ -56,6 +63,7 @@ impl Outcome {
     pub fn exit_code(&self) -> u8 {
         match self.status {
             State::Ok => EXIT_OK,
+            State::Warning => EXIT_WARNING,
             State::Wrong => EXIT_CRITICAL,
             State::Unknown => EXIT_UNKNOWN,
         }
@@ -78,6 +86,14 @@ impl Outcome {
         };
         let mut out = match self.status {
             State::Ok => format!("OK: {}\n", of(n, "holds its value", "hold their values")),
+            State::Warning => format!(
+                "WARNING: {}, but {} would be guarded less well than configured\n",
+                of(n, "holds its value", "hold their values"),
+                self.keys
+                    .iter()
+                    .filter(|k| !k.degradations.is_empty())
+                    .count()
+            ),
             State::Wrong => format!(
                 "CRITICAL: {}\n",
                 of(count(State::Wrong), "is wrong", "are wrong")
@@ -89,7 +105,9 @@ impl Outcome {
         };
         for k in &self.keys {
             let _ = match (k.state, &k.value, &k.error) {
-                (State::Ok, Some(v), _) => writeln!(out, "ok       {} = {v}", k.key),
+                (State::Ok | State::Warning, Some(v), _) => {
+                    writeln!(out, "ok       {} = {v}", k.key)
+                }
                 (State::Wrong, Some(v), _) => {
                     writeln!(out, "WRONG    {} = {v} (want {})", k.key, k.want)
                 }
@@ -100,18 +118,37 @@ impl Outcome {
                     error.as_deref().unwrap_or("cannot be read")
                 ),
             };
+            for d in &k.degradations {
+                let _ = writeln!(out, "warning  {}", d.describe(&k.key));
+            }
         }
         out
     }
 }
 
-/// Reads every guarded key once.
-pub fn check(config: &Config, knobs: &mut impl Knobs) -> Outcome {
+/// Reads every guarded key once, and finds out what would degrade its guard: whether a
+/// restoring guard may write it (by opening it for writing, without writing), and whatever
+/// `environment` knows (netlink events, inotify watches).
+pub fn check(
+    config: &Config,
+    knobs: &mut impl Knobs,
+    environment: &mut impl FnMut(&Guard) -> Vec<Degradation>,
+) -> Outcome {
     let keys: Vec<KeyCheck> = config
         .guards
         .iter()
         .map(|g| {
-            let (value, state, error) = match knobs.read(&g.key) {
+            let mut degradations = environment(g);
+            if g.action == Action::Restore
+                && let Err(e) = knobs.open(&g.key, Access::ReadWrite)
+                && (e.missing_capability().is_some()
+                    || e.source.raw_os_error() == Some(libc::EROFS))
+            {
+                degradations.push(Degradation::CannotRestore {
+                    error: e.describe(),
+                });
+            }
+            let (value, state, error) = match read_once(knobs, &g.key) {
                 Ok(v) if v == g.want => (Some(v.to_string()), State::Ok, None),
                 Ok(v) => (Some(v.to_string()), State::Wrong, None),
                 Err(e) => (None, State::Unknown, Some(describe(&e))),
@@ -122,6 +159,7 @@ pub fn check(config: &Config, knobs: &mut impl Knobs) -> Outcome {
                 value,
                 state,
                 error,
+                degradations,
             }
         })
         .collect();
@@ -129,6 +167,8 @@ pub fn check(config: &Config, knobs: &mut impl Knobs) -> Outcome {
         State::Wrong
     } else if keys.iter().any(|k| k.state == State::Unknown) {
         State::Unknown
+    } else if keys.iter().any(|k| !k.degradations.is_empty()) {
+        State::Warning
     } else {
         State::Ok
     };
@@ -161,16 +201,32 @@ mod tests {
     struct Table(HashMap<SysctlKey, Value>);
 
     impl Knobs for Table {
-        fn read(&mut self, key: &SysctlKey) -> Result<Value, SysctlError> {
-            self.0.get(key).cloned().ok_or_else(|| SysctlError {
-                op: Op::Read,
-                key: key.clone(),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            })
+        type Knob = SysctlKey;
+        fn open(&mut self, key: &SysctlKey, access: Access) -> Result<SysctlKey, SysctlError> {
+            let (op, kind) = match access {
+                Access::Read => (Op::Read, io::ErrorKind::NotFound),
+                // This table stands for a process without CAP_NET_ADMIN.
+                Access::ReadWrite => (Op::Write, io::ErrorKind::PermissionDenied),
+            };
+            match (self.0.contains_key(key), access) {
+                (true, Access::Read) => Ok(key.clone()),
+                _ => Err(SysctlError {
+                    op,
+                    key: key.clone(),
+                    source: io::Error::from(kind),
+                }),
+            }
         }
-        fn write(&mut self, _: &SysctlKey, _: &Value) -> Result<(), SysctlError> {
+        fn read(&mut self, key: &mut SysctlKey) -> Result<Value, SysctlError> {
+            Ok(self.0[key].clone())
+        }
+        fn write(&mut self, _: &mut SysctlKey, _: &Value) -> Result<(), SysctlError> {
             unreachable!("check never writes")
         }
+    }
+
+    fn nothing(_: &Guard) -> Vec<Degradation> {
+        Vec::new()
     }
 
     fn key(s: &str) -> SysctlKey {
@@ -184,7 +240,7 @@ mod tests {
                 .map(|k| Guard {
                     key: key(k),
                     want: Value::new("1"),
-                    action: Action::Restore,
+                    action: Action::Alert,
                 })
                 .collect(),
             ..Config::default()
@@ -205,6 +261,7 @@ mod tests {
         let out = check(
             &config(&["net.ipv4.ip_forward"]),
             &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
+            &mut nothing,
         );
         assert_eq!(out.exit_code(), 0);
         assert_eq!(
@@ -216,7 +273,11 @@ mod tests {
     #[test]
     fn wrong_outranks_unknown() {
         let c = config(&["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]);
-        let out = check(&c, &mut table(&[("net.ipv4.conf.all.forwarding", "0")]));
+        let out = check(
+            &c,
+            &mut table(&[("net.ipv4.conf.all.forwarding", "0")]),
+            &mut nothing,
+        );
         assert_eq!(out.exit_code(), 2);
         assert_eq!(
             out.text(),
@@ -224,14 +285,22 @@ mod tests {
              WRONG    net.ipv4.conf.all.forwarding = 0 (want 1)\n\
              UNKNOWN  net.ipv6.conf.all.forwarding: does not exist on this host\n"
         );
-        let out = check(&c, &mut table(&[("net.ipv4.conf.all.forwarding", "1")]));
+        let out = check(
+            &c,
+            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
+            &mut nothing,
+        );
         assert_eq!(out.exit_code(), 3);
         assert!(
             out.text()
                 .starts_with("UNKNOWN: 1 of 2 guarded keys cannot be read\n")
         );
         let c = config(&["a.b", "c.d", "e.f"]);
-        let out = check(&c, &mut table(&[("a.b", "0"), ("c.d", "0"), ("e.f", "1")]));
+        let out = check(
+            &c,
+            &mut table(&[("a.b", "0"), ("c.d", "0"), ("e.f", "1")]),
+            &mut nothing,
+        );
         assert!(
             out.text()
                 .starts_with("CRITICAL: 2 of 3 guarded keys are wrong\n"),
@@ -245,6 +314,7 @@ mod tests {
         let out = check(
             &config(&["net.ipv4.ip_forward"]),
             &mut table(&[("net.ipv4.conf.all.forwarding", "0")]),
+            &mut nothing,
         );
         let json = serde_json::to_value(&out).expect("json");
         assert_eq!(
@@ -254,5 +324,43 @@ mod tests {
                 "keys": [{"key": "net.ipv4.conf.all.forwarding", "want": "1", "value": "0", "state": "wrong"}]
             })
         );
+    }
+
+    #[test]
+    fn a_key_that_holds_but_could_not_be_restored_is_a_warning_naming_the_capability() {
+        let mut c = config(&["net.ipv4.ip_forward"]);
+        c.guards[0].action = Action::Restore;
+        let out = check(
+            &c,
+            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
+            &mut nothing,
+        );
+        assert_eq!(out.exit_code(), EXIT_WARNING);
+        let text = out.text();
+        assert!(
+            text.starts_with("WARNING: 1 of 1 guarded keys hold their values, but 1 would be guarded less well than configured\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning  net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: permission denied (fwdguard lacks CAP_NET_ADMIN, which writing it needs)); drops are reported but not undone"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&out).expect("json");
+        assert_eq!(json["keys"][0]["degradations"][0]["kind"], "cannot-restore");
+    }
+
+    #[test]
+    fn the_environment_adds_its_degradations() {
+        let out = check(
+            &config(&["net.ipv4.tcp_ecn"]),
+            &mut table(&[("net.ipv4.tcp_ecn", "1")]),
+            &mut |_: &Guard| {
+                vec![Degradation::NoFileWatch {
+                    error: "No space left on device".into(),
+                }]
+            },
+        );
+        assert_eq!(out.exit_code(), EXIT_WARNING);
+        assert!(out.text().contains("warning  net.ipv4.tcp_ecn: no inotify watch (No space left on device); writes to it are seen only by the timed re-read"), "{}", out.text());
     }
 }

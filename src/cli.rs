@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::{self, Setup};
-use crate::sysctl::{Knobs, ProcSys};
+use crate::sysctl::{ProcSys, read_once};
 use crate::value::Shape;
 use crate::{check, demo, logging};
 
@@ -120,6 +120,12 @@ fn print_check_failure(error: &str, json: bool) {
 }
 
 fn run(explicit: Option<PathBuf>) -> u8 {
+    let code = run_daemon(explicit);
+    crate::output::stderr::drain(std::time::Duration::from_secs(1));
+    code
+}
+
+fn run_daemon(explicit: Option<PathBuf>) -> u8 {
     let sink = logging::init_daemon();
     let config = match Config::resolve(explicit.as_deref()) {
         Ok(c) => c,
@@ -147,11 +153,9 @@ fn run(explicit: Option<PathBuf>) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let setup = Setup {
-        config,
-        explicit,
-        sinks: vec![sink],
-    };
+    let setup = Setup::new(config, explicit, sink);
+    // Sources of other layers are spawned here, in the runtime, with `setup.observer()`;
+    // readers of the guard's state take `setup.snapshots()`.
     match runtime.block_on(daemon::run(setup, std::future::pending())) {
         Ok(()) => 0,
         Err(e) => {
@@ -172,7 +176,7 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
             return check::EXIT_UNKNOWN;
         }
     };
-    let outcome = check::check(&config, &mut ProcSys::default());
+    let outcome = check::check(&config, &mut ProcSys::default(), &mut crate::source::probe);
     if json {
         match serde_json::to_string_pretty(&outcome) {
             Ok(s) => println!("{s}"),
@@ -203,7 +207,7 @@ fn config_check(file: &Path) -> u8 {
     // Soft findings: valid, but worth knowing before the daemon runs.
     let mut knobs = ProcSys::default();
     for g in &config.guards {
-        if let Err(e) = knobs.read(&g.key)
+        if let Err(e) = read_once(&mut knobs, &g.key)
             && e.is_missing()
         {
             let unchecked = if Shape::known(&g.key).is_none() {

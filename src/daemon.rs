@@ -1,35 +1,75 @@
-//! The daemon: one loop over the sources (netconf and link events, inotify, the timed re-read),
-//! the signals and the watchdog. Every observation goes through the pure policy, whose decisions
-//! are carried out here: write the knob, report, tell systemd.
+//! The daemon: one loop over the sources (netconf and link events, inotify, the timed re-read,
+//! observations other tasks send in), the signals and the watchdog. Routing says which guards
+//! an event concerns, the pure policy decides, and the loop carries the decision out: write
+//! the knob first, then report, then publish the snapshot. Nothing here waits on a peer.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::{Future, pending};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
-use crate::config::Config;
-use crate::key::{ConfDevice, Watch};
+use crate::config::{Action, Config, Origin};
+use crate::key::{Family, Watch};
+use crate::observation::{KernelEvent, Observation, Scope, Trigger};
+use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
-use crate::report::{Report, Sink, Trigger};
+use crate::report::{Report, Sink};
+use crate::routing::{GuardId, Routes};
+use crate::snapshot::{Degradation, GuardSnapshot, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
-use crate::source::netlink::{Device, EventSocket, Family, KernelEvent, RequestSocket};
-use crate::sysctl::{Knobs, ProcSys};
-use crate::systemd;
+use crate::source::netlink::{EventSocket, RequestSocket};
+use crate::sysctl::{Access, Knobs, ProcSys, SysctlError, Value};
 
 /// Events lost are reported at most this often; the re-read after each loss always happens.
 const EVENTS_LOST_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Consecutive netlink socket errors after which the event socket is given up.
+const NETLINK_ERRORS_TO_GIVE_UP: u32 = 100;
+/// How often outputs with something waiting (a lost READY, the notice of a loss) are retried.
+const OUTPUT_RETRY: Duration = Duration::from_millis(100);
+/// Observations other tasks may queue before their senders wait (in their own tasks).
+const OBSERVATION_QUEUE: usize = 256;
 
-/// What the daemon needs to start.
+/// What the daemon needs to start, and the two ends other tasks use: [`Setup::observer`] to
+/// feed observations in, [`Setup::snapshots`] to read the guard's state.
 pub struct Setup {
     pub config: Config,
-    /// The file named with `-c`, re-read on SIGHUP. `None`: the default path or the built-in
-    /// default, resolved again on each reload.
+    /// The file named with `-c`, re-read on SIGHUP.
     pub explicit: Option<PathBuf>,
-    /// Where reports go.
-    pub sinks: Vec<Box<dyn Sink + Send>>,
+    /// The journal or stderr: where reports go whatever the configuration says.
+    pub log: Box<dyn Sink>,
+    observer: mpsc::Sender<Observation>,
+    inbox: mpsc::Receiver<Observation>,
+    snapshot: watch::Sender<Snapshot>,
+}
+
+impl Setup {
+    pub fn new(config: Config, explicit: Option<PathBuf>, log: Box<dyn Sink>) -> Self {
+        let (observer, inbox) = mpsc::channel(OBSERVATION_QUEUE);
+        Self {
+            config,
+            explicit,
+            log,
+            observer,
+            inbox,
+            snapshot: watch::Sender::new(Snapshot::default()),
+        }
+    }
+
+    /// For a source running in a task of its own (a D-Bus job watcher, a BPF ring buffer
+    /// reader): what it sends is routed to the guards like a kernel event.
+    pub fn observer(&self) -> mpsc::Sender<Observation> {
+        self.observer.clone()
+    }
+
+    /// The guard's state, published after every change (STATUS=, metrics).
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.subscribe()
+    }
 }
 
 impl std::fmt::Debug for Setup {
@@ -37,7 +77,7 @@ impl std::fmt::Debug for Setup {
         f.debug_struct("Setup")
             .field("config", &self.config)
             .field("explicit", &self.explicit)
-            .field("sinks", &self.sinks.len())
+            .field("log", &self.log.name())
             .finish()
     }
 }
@@ -51,64 +91,150 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
 }
 
+/// The loop's connections to the kernel and the service manager, apart from the knobs.
+#[derive(Debug)]
+pub struct Io {
+    /// `None` when netlink could not be used: then inotify and the re-read are all there is.
+    pub events: Option<EventSocket>,
+    pub requests: Option<RequestSocket>,
+    /// Why there are no netlink events, if there are none.
+    pub netlink_error: Option<String>,
+    pub files: FileWatch,
+    pub notifier: Notifier,
+    /// Ping the watchdog this often.
+    pub watchdog: Option<Duration>,
+}
+
+impl Io {
+    /// The real ones: netlink sockets, inotify, `NOTIFY_SOCKET`, `WATCHDOG_USEC`.
+    pub async fn open() -> Result<Self, DaemonError> {
+        let (events, netlink_error) = match EventSocket::open() {
+            Ok(s) => (Some(s), None),
+            Err(e) => {
+                tracing::error!(
+                    "cannot subscribe to netlink netconf events: {e}; only the timed re-read and inotify will see changes"
+                );
+                (None, Some(e.to_string()))
+            }
+        };
+        let mut requests = RequestSocket::open()
+            .inspect_err(|e| tracing::error!("cannot open a netlink request socket: {e}"))
+            .ok();
+        if let Some(r) = &mut requests {
+            for family in [Family::Ipv4, Family::Ipv6] {
+                match r.netconf_forwarding(family).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::info!(
+                        ?family,
+                        "the kernel sends no netconf for {family:?} (disabled?); its keys are checked by re-read"
+                    ),
+                    Err(e) => tracing::warn!(?family, "netconf probe failed: {e}"),
+                }
+            }
+        }
+        Ok(Self {
+            events,
+            requests,
+            netlink_error,
+            files: FileWatch::new().map_err(DaemonError::Inotify)?,
+            notifier: Notifier::from_env(),
+            watchdog: output::notify::watchdog_interval(),
+        })
+    }
+}
+
 /// Runs until SIGTERM, SIGINT or `shutdown` completes.
 pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let io = Io::open().await?;
+    run_with(setup, ProcSys::default(), io, shutdown).await
+}
+
+type LinkDump = Pin<Box<dyn Future<Output = (RequestSocket, std::io::Result<Vec<(u32, String)>>)>>>;
+
+/// The loop, over any knobs (tests hand in a double) and any [`Io`].
+pub async fn run_with<K: Knobs>(
+    setup: Setup,
+    knobs: K,
+    io: Io,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut guard = Guardian::start(setup)?;
+    let watchdog_period = io.watchdog;
+    let mut g = Guardian::start(setup, knobs, io).await;
     tokio::pin!(shutdown);
 
-    let mut reread = reread_timer(guard.config.reread_interval);
-    let mut watchdog = systemd::watchdog_interval().map(|period| {
+    let mut reread = reread_timer(g.config.reread_interval);
+    let mut watchdog = watchdog_period.map(|period| {
         let mut t = interval(period);
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         t
     });
     let mut kernel_events = Vec::new();
     let mut written = Vec::new();
+    let mut link_dump: Option<LinkDump> = None;
 
-    systemd::ready(&guard.status_line());
-    tracing::info!("ready: {}", guard.status_line());
+    g.publish();
+    let status = g.snapshot.borrow().status_line();
+    g.notifier.ready(&status);
+    tracing::info!("ready: {status}");
 
     loop {
-        let deadline = guard.next_deadline();
+        if g.links_stale
+            && link_dump.is_none()
+            && let Some(socket) = g.requests.take()
+        {
+            g.links_stale = false;
+            link_dump = Some(Box::pin(dump_links(socket)));
+        }
+        let deadline = g.next_deadline();
+        let flush_at = g.next_flush();
         tokio::select! {
-            r = next_kernel_batch(&mut guard.events, &mut kernel_events) => {
-                guard.on_kernel_events(r, &mut kernel_events);
+            r = next_kernel_batch(&mut g.events, &mut kernel_events) => {
+                g.on_kernel_events(r, &mut kernel_events);
             }
-            r = guard.files.next(&mut written) => match r {
+            r = g.files.next(&mut written) => match r {
                 Ok(()) => {
-                    for i in written.drain(..) {
-                        guard.reconcile(i, Trigger::Inotify);
+                    for id in std::mem::take(&mut written) {
+                        g.reconcile(id, &Observation::all(Trigger::Inotify));
                     }
                 }
                 Err(e) => tracing::error!("inotify: {e}"),
             },
+            Some(observation) = g.inbox.recv() => g.on_observation(observation),
+            (socket, links) = async { link_dump.as_mut().expect("guarded").await }, if link_dump.is_some() => {
+                link_dump = None;
+                g.requests = Some(socket);
+                g.on_links(links);
+            }
             _ = reread.tick() => {
-                guard.reconcile_all(Trigger::Reread);
-                guard.refresh_file_watches();
+                g.reconcile_all(&Observation::all(Trigger::Reread));
+                g.refresh_file_watches();
             }
             _ = async { sleep_until(deadline?).await; Some(()) }, if deadline.is_some() => {
-                guard.tick();
+                g.tick();
+            }
+            _ = async { sleep_until(flush_at?).await; Some(()) }, if flush_at.is_some() => {
+                g.flush_outputs();
             }
             _ = async { watchdog.as_mut()?.tick().await; Some(()) }, if watchdog.is_some() => {
-                systemd::watchdog();
-                guard.publish_status();
+                g.notifier.watchdog();
             }
             _ = hup.recv() => {
-                let before = guard.config.reread_interval;
-                guard.reload();
-                if guard.config.reread_interval != before {
-                    reread = reread_timer(guard.config.reread_interval);
+                let before = g.config.reread_interval;
+                g.reload();
+                if g.config.reread_interval != before {
+                    reread = reread_timer(g.config.reread_interval);
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
             () = &mut shutdown => break,
         }
+        g.publish();
     }
-    systemd::stopping();
+    g.notifier.stopping();
     tracing::info!("stopping");
     Ok(())
 }
@@ -129,81 +255,135 @@ async fn next_kernel_batch(
     }
 }
 
-/// The guarded keys and everything needed to keep them right.
-struct Guardian {
-    config: Config,
-    explicit: Option<PathBuf>,
-    guards: Vec<GuardState>,
-    /// How each guard's key is watched, by guard index: worked out once, not per event.
-    watches: Vec<Watch>,
-    knobs: ProcSys,
-    sinks: Vec<Box<dyn Sink + Send>>,
-    /// `None` when netlink could not be used: then inotify and the re-read are all there is.
-    events: Option<EventSocket>,
-    requests: Option<RequestSocket>,
-    files: FileWatch,
-    /// Interface index to name, to map netconf events to per-interface guards.
-    links: HashMap<u32, String>,
-    /// Guards to reconcile after the current batch of kernel events, with the first trigger.
-    dirty: Vec<Option<Trigger>>,
-    events_lost: u64,
-    events_lost_reported: Option<Instant>,
-    socket_errors: u32,
-    last_report: Option<String>,
-    reload_note: Option<String>,
+/// A link dump beside the loop's other work, handing the socket back with the result.
+async fn dump_links(
+    mut socket: RequestSocket,
+) -> (RequestSocket, std::io::Result<Vec<(u32, String)>>) {
+    let links = socket.links().await;
+    (socket, links)
 }
 
-impl Guardian {
-    /// Opens the sources and reconciles every guard once, so that a knob that is wrong at
-    /// start is fixed before READY=1.
-    fn start(setup: Setup) -> Result<Self, DaemonError> {
+/// One guarded key: what the policy knows, and its open descriptor.
+#[derive(Debug)]
+struct Guarded<N> {
+    state: GuardState,
+    /// Opened on first use; dropped (to be opened again) on an error, a link change, a reload.
+    knob: Option<N>,
+    /// Whether `knob` was opened for writing.
+    writable: bool,
+    /// Why the key's file has no inotify watch, when it should have one.
+    no_watch: Option<String>,
+}
+
+/// The guarded keys and everything needed to keep them right.
+struct Guardian<K: Knobs> {
+    config: Config,
+    explicit: Option<PathBuf>,
+    knobs: K,
+    guards: BTreeMap<GuardId, Guarded<K::Knob>>,
+    next_id: u32,
+    routes: Routes,
+    /// The journal or stderr.
+    log: Box<dyn Sink>,
+    /// The sinks the configuration asks for, rebuilt on reload.
+    sinks: Vec<Box<dyn Sink>>,
+    events: Option<EventSocket>,
+    requests: Option<RequestSocket>,
+    netlink_error: Option<String>,
+    socket_errors: u32,
+    /// The interface table needs a fresh dump (after lost events).
+    links_stale: bool,
+    files: FileWatch,
+    notifier: Notifier,
+    /// Kept so the inbox never closes, even when no other source holds a sender.
+    _observer: mpsc::Sender<Observation>,
+    inbox: mpsc::Receiver<Observation>,
+    snapshot: watch::Sender<Snapshot>,
+    /// Something the snapshot shows changed since it was last published.
+    changed: bool,
+    events_lost: u64,
+    events_lost_reported: Option<Instant>,
+    last_report: Option<String>,
+    reload_error: Option<String>,
+    routed: Vec<(GuardId, Observation)>,
+}
+
+impl<K: Knobs> Guardian<K> {
+    /// Reconciles every guard once, so that a knob that is wrong at start is fixed before
+    /// READY=1.
+    async fn start(setup: Setup, knobs: K, io: Io) -> Self {
         let config = setup.config;
-        let (events, requests) = open_netlink();
         let mut this = Self {
-            guards: Vec::new(),
-            watches: Vec::new(),
-            knobs: ProcSys::default(),
-            sinks: setup.sinks,
+            guards: BTreeMap::new(),
+            next_id: 0,
+            routes: Routes::default(),
+            knobs,
+            log: setup.log,
+            sinks: Vec::new(),
             explicit: setup.explicit,
-            events,
-            requests,
-            files: FileWatch::new().map_err(DaemonError::Inotify)?,
-            links: HashMap::new(),
-            dirty: Vec::new(),
+            events: io.events,
+            requests: io.requests,
+            netlink_error: io.netlink_error,
+            socket_errors: 0,
+            links_stale: false,
+            files: io.files,
+            notifier: io.notifier,
+            _observer: setup.observer,
+            inbox: setup.inbox,
+            snapshot: setup.snapshot,
+            changed: true,
             events_lost: 0,
             events_lost_reported: None,
-            socket_errors: 0,
             last_report: None,
-            reload_note: None,
+            reload_error: None,
+            routed: Vec::new(),
             config: config.clone(),
         };
-        this.refresh_links();
+        // The interface table before the first reconcile, so per-interface events route.
+        // At start it may wait for the kernel (with a timeout): nothing is guarded yet.
+        if let Some(requests) = &mut this.requests {
+            let links = requests.links().await;
+            this.on_links(links);
+        }
         this.install(config, Trigger::Startup);
-        Ok(this)
+        this
     }
 
-    /// Puts `config` in force: new guard states (carrying over what is known about keys that
-    /// stay), new file watches, and a reconcile of every key.
+    /// Puts `config` in force: guard states (keeping what is known about keys that stay, and
+    /// their ids), sinks, file watches, and a reconcile of every key.
     fn install(&mut self, config: Config, trigger: Trigger) {
-        let mut old: HashMap<_, _> = std::mem::take(&mut self.guards)
+        let mut old: BTreeMap<_, _> = std::mem::take(&mut self.guards)
             .into_iter()
-            .map(|g| (g.guard.key.clone(), g))
+            .map(|(id, g)| (g.state.guard.key.clone(), (id, g)))
             .collect();
-        self.guards = config
-            .guards
-            .iter()
-            .map(|spec| {
-                let mut g = GuardState::new(spec.clone(), config.flapping);
-                if let Some(prev) = old.remove(&spec.key) {
-                    g.carry_over(prev);
+        for spec in &config.guards {
+            let mut state = GuardState::new(spec.clone(), config.flapping);
+            let id = match old.remove(&spec.key) {
+                Some((id, prev)) => {
+                    state.carry_over(prev.state);
+                    id
                 }
-                g
-            })
-            .collect();
-        self.dirty = vec![None; self.guards.len()];
-        self.watches = self.guards.iter().map(|g| g.guard.key.watch()).collect();
-        for (g, watch) in self.guards.iter().zip(&self.watches) {
-            let seen_by = match watch {
+                None => {
+                    self.next_id += 1;
+                    GuardId(self.next_id)
+                }
+            };
+            // A fresh descriptor: the action (read or read-write) may have changed.
+            self.guards.insert(
+                id,
+                Guarded {
+                    state,
+                    knob: None,
+                    writable: false,
+                    no_watch: None,
+                },
+            );
+        }
+        self.routes
+            .set_guards(self.guards.iter().map(|(id, g)| (*id, &g.state.guard.key)));
+        for g in self.guards.values() {
+            let guard = &g.state.guard;
+            let seen_by = match guard.key.watch() {
                 Watch::Netconf { .. } if self.events.is_some() => "netconf events (microseconds)",
                 Watch::Netconf { .. } => "timed re-read only: netlink is unavailable",
                 Watch::File => {
@@ -211,70 +391,92 @@ impl Guardian {
                 }
             };
             tracing::info!(
-                key = %g.guard.key,
-                want = %g.guard.want,
-                action = g.guard.action.as_str(),
+                key = %guard.key,
+                want = %guard.want,
+                action = guard.action.as_str(),
                 "guarding {} = {} ({}); changes seen by {seen_by}",
-                g.guard.key,
-                g.guard.want,
-                g.guard.action.as_str()
+                guard.key,
+                guard.want,
+                guard.action.as_str()
             );
         }
+        self.sinks = output::configured_sinks(&config);
         self.config = config;
         self.files.clear();
         self.refresh_file_watches();
-        self.reconcile_all(trigger);
+        self.reconcile_all(&Observation::all(trigger));
+        self.changed = true;
     }
 
-    /// SIGHUP: validate the whole file; keep the old configuration if it is bad.
+    /// SIGHUP: validate the whole file; keep the running configuration if it is bad, gone or
+    /// unreadable. The built-in default applies only when no file was in force at start.
     fn reload(&mut self) {
-        systemd::reloading();
-        let origin = match &self.explicit {
+        self.notifier.reloading();
+        let path = match (&self.explicit, &self.config.origin) {
+            (Some(p), _) | (None, Origin::File(p)) => Some(p.clone()),
+            (None, Origin::BuiltIn) => None,
+        };
+        let origin = match &path {
             Some(p) => p.display().to_string(),
             None => crate::config::DEFAULT_PATH.to_owned(),
         };
-        match Config::resolve(self.explicit.as_deref()) {
+        let loaded = match &path {
+            Some(p) => Config::load(p),
+            None => Config::resolve(None),
+        };
+        match loaded {
             Ok(config) => {
-                let report = Report::ConfigReloaded {
+                self.reload_error = None;
+                self.emit(Report::ConfigReloaded {
                     origin: config.origin.to_string(),
                     guards: config.guards.len(),
-                };
-                self.reload_note = None;
-                self.emit(report);
+                });
                 self.install(config, Trigger::Reload);
             }
             Err(e) => {
                 let error = e.to_string();
-                let first = error.lines().next().unwrap_or_default().to_owned();
-                self.reload_note = Some(format!("reload failed, running previous config: {first}"));
+                self.reload_error = Some(error.lines().next().unwrap_or_default().to_owned());
                 self.emit(Report::ReloadFailed { origin, error });
             }
         }
-        systemd::ready(&self.status_line());
+        self.publish();
+        let status = self.snapshot.borrow().status_line();
+        self.notifier.ready(&status);
     }
 
-    fn reconcile_all(&mut self, trigger: Trigger) {
-        for i in 0..self.guards.len() {
-            self.reconcile(i, trigger);
+    fn reconcile_all(&mut self, observation: &Observation) {
+        let ids: Vec<GuardId> = self.guards.keys().copied().collect();
+        for id in ids {
+            self.reconcile(id, observation);
         }
     }
 
-    /// Reads one key, lets the policy decide, and carries the decision out: the restore first,
+    /// Lets the policy judge what was seen and carries its decision out: the restore first,
     /// reports after it, so reporting never delays the fix.
-    fn reconcile(&mut self, i: usize, trigger: Trigger) {
-        let Some(g) = self.guards.get_mut(i) else {
+    fn reconcile(&mut self, id: GuardId, observation: &Observation) {
+        let Some(g) = self.guards.get_mut(&id) else {
             return;
         };
-        let reading = self.knobs.read(&g.guard.key);
-        let mut decision = g.observe(reading, trigger, Instant::now());
+        self.changed = true;
+        if observation.trigger == Trigger::Link {
+            // The interface came, went or was renamed: the old descriptor is another file.
+            g.knob = None;
+        }
+        // A netconf event carries the new value: when it says the key is wrong, act on it at
+        // once, with no read before the write (the read-back after it verifies). When it says
+        // the key is right, read to confirm: with two writers racing, the kernel announces the
+        // value it sees while sending, which the other write may already have replaced.
+        let reading = match (&observation.value, &observation.scope) {
+            (Some(v), Scope::Key(_)) if *v != g.state.guard.want => Ok(v.clone()),
+            _ => read(&mut self.knobs, g),
+        };
+        let (trigger, cause) = (observation.trigger, observation.cause.as_ref());
+        let mut decision = g.state.observe(reading, trigger, cause, Instant::now());
         let mut reports = std::mem::take(&mut decision.reports);
         // The policy bounds how often it asks to write again.
         while decision.restore {
-            let outcome = self
-                .knobs
-                .write(&g.guard.key, &g.guard.want)
-                .and_then(|()| self.knobs.read(&g.guard.key));
-            decision = g.restored(outcome, trigger, Instant::now());
+            let outcome = restore(&mut self.knobs, g);
+            decision = g.state.restored(outcome, trigger, cause, Instant::now());
             reports.append(&mut decision.reports);
         }
         for r in reports {
@@ -286,129 +488,131 @@ impl Guardian {
         if let Err(e) = result {
             self.socket_errors += 1;
             tracing::error!("netlink event socket: {e}; re-reading every key");
-            if self.socket_errors >= 100 {
-                tracing::error!(
-                    "netlink event socket keeps failing; giving it up: from now on only inotify and the timed re-read watch the keys"
-                );
-                self.events = None;
+            if self.socket_errors >= NETLINK_ERRORS_TO_GIVE_UP {
+                self.give_up_netlink(e.to_string());
             }
             batch.push(KernelEvent::Overrun);
         } else {
             self.socket_errors = 0;
         }
+        let mut routed = std::mem::take(&mut self.routed);
+        let mut link_changed = false;
         for event in batch.drain(..) {
             tracing::trace!(?event, "kernel event");
-            match event {
-                KernelEvent::Netconf { family, device } => self.mark_netconf(family, device),
-                KernelEvent::LinkNew { index, name } => {
-                    if let Some(old) = self.links.insert(index, name.clone())
-                        && old != name
-                    {
-                        tracing::info!("interface {old} is now called {name}");
-                        self.mark_interface(&old, Trigger::Link);
-                    }
-                    self.mark_interface(&name, Trigger::Link);
-                }
-                KernelEvent::LinkDel { index, name } => {
-                    self.links.remove(&index);
-                    self.mark_interface(&name, Trigger::Link);
-                }
-                KernelEvent::Overrun => {
-                    self.events_lost += 1;
-                    self.refresh_links();
-                    for d in &mut self.dirty {
-                        d.get_or_insert(Trigger::Overrun);
-                    }
-                    let now = Instant::now();
-                    if self
-                        .events_lost_reported
-                        .is_none_or(|t| now - t >= EVENTS_LOST_REPORT_EVERY)
-                    {
-                        self.events_lost_reported = Some(now);
-                        self.emit(Report::EventsLost {
-                            times: self.events_lost,
-                        });
-                    }
-                }
+            if event == KernelEvent::Overrun {
+                self.on_overrun();
+            }
+            self.routes.route(&event, &mut routed);
+            for (id, observation) in routed.drain(..) {
+                link_changed |= observation.trigger == Trigger::Link;
+                self.reconcile(id, &observation);
             }
         }
-        let mut link_changed = false;
-        for i in 0..self.dirty.len() {
-            if let Some(trigger) = self.dirty[i].take() {
-                link_changed |= trigger == Trigger::Link;
-                self.reconcile(i, trigger);
-            }
-        }
+        self.routed = routed;
         if link_changed {
             // A file of a re-created interface is a new inode: watch it again.
             self.refresh_file_watches();
         }
     }
 
-    fn mark_netconf(&mut self, family: Family, device: Device) {
-        let name = match device {
-            Device::Index(i) => self.links.get(&i).map(String::as_str),
-            _ => None,
-        };
-        for (watch, dirty) in self.watches.iter().zip(&mut self.dirty) {
-            let Watch::Netconf {
-                family: f,
-                device: d,
-            } = watch
-            else {
-                continue;
-            };
-            let hit = *f == family
-                && match (d, device) {
-                    (ConfDevice::All, Device::All) | (ConfDevice::Default, Device::Default) => true,
-                    // An index not in the table yet: its link event is still on the way, so
-                    // check every per-interface guard rather than miss one.
-                    (ConfDevice::Interface(n), Device::Index(_)) => name.is_none_or(|m| m == n),
-                    _ => false,
-                };
-            if hit {
-                dirty.get_or_insert(Trigger::Netconf);
-            }
+    /// Events were lost: every key is re-read now (the routing sends each an overrun
+    /// observation), and the interface table is dumped again after that, beside the loop.
+    fn on_overrun(&mut self) {
+        self.events_lost += 1;
+        self.links_stale = true;
+        let now = Instant::now();
+        if self
+            .events_lost_reported
+            .is_none_or(|t| now - t >= EVENTS_LOST_REPORT_EVERY)
+        {
+            self.events_lost_reported = Some(now);
+            self.emit(Report::EventsLost {
+                times: self.events_lost,
+            });
         }
     }
 
-    fn mark_interface(&mut self, name: &str, trigger: Trigger) {
-        for (g, dirty) in self.guards.iter().zip(&mut self.dirty) {
-            if g.guard.key.interface() == Some(name) {
-                dirty.get_or_insert(trigger);
+    fn give_up_netlink(&mut self, error: String) {
+        tracing::error!(
+            "netlink event socket keeps failing ({error}); giving it up: from now on only inotify and the timed re-read watch the keys"
+        );
+        self.events = None;
+        self.netlink_error = Some(error);
+        for g in self.guards.values() {
+            if matches!(g.state.guard.key.watch(), Watch::Netconf { .. }) {
+                tracing::warn!(
+                    key = %g.state.guard.key,
+                    "{}",
+                    Degradation::NoNetlink {
+                        error: self.netlink_error.clone().unwrap_or_default()
+                    }
+                    .describe(&g.state.guard.key.to_string())
+                );
             }
         }
+        self.refresh_file_watches();
+        self.changed = true;
     }
 
-    /// Re-reads the interface table (at start and after lost events).
-    fn refresh_links(&mut self) {
-        let Some(requests) = &mut self.requests else {
-            return;
-        };
-        match requests.links() {
-            Ok(links) => self.links = links.into_iter().collect(),
+    fn on_links(&mut self, links: std::io::Result<Vec<(u32, String)>>) {
+        match links {
+            Ok(links) => {
+                let mut routed = std::mem::take(&mut self.routed);
+                self.routes.set_links(links, &mut routed);
+                for (id, observation) in routed.drain(..) {
+                    self.reconcile(id, &observation);
+                }
+                self.routed = routed;
+            }
             Err(e) => tracing::error!("cannot list interfaces: {e}"),
         }
     }
 
-    /// Watches the files of keys without netconf events. A key whose file is missing now is
-    /// picked up here again on a later re-read or link event.
+    /// An observation another task sent in.
+    fn on_observation(&mut self, observation: Observation) {
+        tracing::debug!(?observation, "observation");
+        for id in self.routes.resolve(&observation.scope) {
+            self.reconcile(id, &observation);
+        }
+    }
+
+    /// Watches the files of keys without netconf events (of all keys, without netlink). A key
+    /// whose file is missing now is picked up again on a later re-read or link event; a watch
+    /// refused for another reason (the inotify limit) is a warning naming the key.
     fn refresh_file_watches(&mut self) {
-        for (i, (g, watch)) in self.guards.iter().zip(&self.watches).enumerate() {
-            let needs_watch = match watch {
+        let netlink = self.events.is_some();
+        for (id, g) in &mut self.guards {
+            let needs_watch = match g.state.guard.key.watch() {
                 Watch::File => true,
-                Watch::Netconf { .. } => self.events.is_none(),
+                Watch::Netconf { .. } => !netlink,
             };
-            if needs_watch && let Err(e) = self.files.watch(i, &g.guard.key.proc_path()) {
-                tracing::debug!(key = %g.guard.key, "no inotify watch: {e}");
+            if !needs_watch {
+                continue;
+            }
+            let key = &g.state.guard.key;
+            let no_watch = match self.files.watch(*id, &key.proc_path()) {
+                Ok(()) => None,
+                // The key is not there: reported as unavailable, and watched once it is.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(crate::source::files::describe(&e)),
+            };
+            if no_watch != g.no_watch {
+                if let Some(error) = &no_watch {
+                    let what = Degradation::NoFileWatch {
+                        error: error.clone(),
+                    };
+                    tracing::warn!(key = %key, "{}", what.describe(&key.to_string()));
+                }
+                g.no_watch = no_watch;
+                self.changed = true;
             }
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         self.guards
-            .iter()
-            .filter_map(GuardState::next_deadline)
+            .values()
+            .filter_map(|g| g.state.next_deadline())
             .min()
     }
 
@@ -417,86 +621,185 @@ impl Guardian {
         let now = Instant::now();
         let mut reports = Vec::new();
         let mut due = Vec::new();
-        for (i, g) in self.guards.iter_mut().enumerate() {
-            if g.tick(now, &mut reports) {
-                due.push(i);
+        for (id, g) in &mut self.guards {
+            if g.state.tick(now, &mut reports) {
+                due.push(*id);
             }
         }
         for r in reports {
             self.emit(r);
         }
-        for i in due {
-            self.reconcile(i, Trigger::Retry);
+        for id in due {
+            self.reconcile(id, &Observation::all(Trigger::Retry));
         }
+        self.changed = true;
     }
 
     fn emit(&mut self, report: Report) {
+        self.log.emit(&report);
         for sink in &mut self.sinks {
             sink.emit(&report);
         }
         self.last_report = Some(report.to_string());
-        self.publish_status();
+        self.changed = true;
     }
 
-    fn publish_status(&self) {
-        systemd::status(&self.status_line());
+    /// When an output has something waiting to be sent again.
+    fn next_flush(&self) -> Option<Instant> {
+        let sinks = std::iter::once(&self.log)
+            .chain(&self.sinks)
+            .any(|s| s.backlog())
+            .then(|| Instant::now() + OUTPUT_RETRY);
+        self.notifier.next_flush().into_iter().chain(sinks).min()
     }
 
-    /// `STATUS=`: what is guarded, restores so far, the last event.
-    fn status_line(&self) -> String {
-        let holding = self.guards.iter().filter(|g| g.holding()).count();
-        let unavailable = self.guards.iter().filter(|g| g.unavailable()).count();
-        let restores: u64 = self.guards.iter().map(|g| g.restores).sum();
-        let mut s = format!(
-            "guarding {} key{}: {holding} holding",
-            self.guards.len(),
-            if self.guards.len() == 1 { "" } else { "s" }
-        );
-        if unavailable > 0 {
-            s.push_str(&format!(", {unavailable} unavailable"));
+    fn flush_outputs(&mut self) {
+        self.notifier.flush(Instant::now());
+        self.log.flush();
+        for sink in &mut self.sinks {
+            sink.flush();
         }
-        let drifted = self.guards.len() - holding - unavailable;
-        if drifted > 0 {
-            s.push_str(&format!(", {drifted} WRONG"));
+        if let Some(lost) = self.notifier.take_loss() {
+            self.emit(Report::OutputLost {
+                output: "the service manager (NOTIFY_SOCKET)".into(),
+                lost,
+            });
         }
-        s.push_str(&format!("; {restores} restores"));
-        if self.events.is_none() {
-            s.push_str("; no netlink events, re-read only");
+        self.changed = true;
+    }
+
+    /// Publishes the snapshot and the status line, if anything changed.
+    fn publish(&mut self) {
+        if !std::mem::take(&mut self.changed) {
+            return;
         }
-        if let Some(note) = &self.reload_note {
-            s.push_str("; ");
-            s.push_str(note);
+        let snapshot = self.build_snapshot();
+        self.notifier.status(&snapshot.status_line());
+        self.snapshot.send_replace(snapshot);
+        if let Some(lost) = self.notifier.take_loss() {
+            self.emit(Report::OutputLost {
+                output: "the service manager (NOTIFY_SOCKET)".into(),
+                lost,
+            });
         }
-        if let Some(last) = &self.last_report {
-            s.push_str("; last: ");
-            s.push_str(last);
+    }
+
+    fn build_snapshot(&self) -> Snapshot {
+        let guards = self
+            .guards
+            .iter()
+            .map(|(id, g)| {
+                let guard = &g.state.guard;
+                let (state, value) = g.state.state();
+                let mut degradations = Vec::new();
+                if let Some(error) = &g.no_watch {
+                    degradations.push(Degradation::NoFileWatch {
+                        error: error.clone(),
+                    });
+                }
+                if let (Some(error), Watch::Netconf { .. }) =
+                    (&self.netlink_error, guard.key.watch())
+                {
+                    degradations.push(Degradation::NoNetlink {
+                        error: error.clone(),
+                    });
+                }
+                if let Some(error) = g.state.refusal() {
+                    degradations.push(Degradation::CannotRestore {
+                        error: error.to_owned(),
+                    });
+                }
+                GuardSnapshot {
+                    id: *id,
+                    key: guard.key.to_string(),
+                    want: guard.want.to_string(),
+                    action: guard.action.as_str(),
+                    state,
+                    value: value.map(ToString::to_string),
+                    restores: g.state.restores,
+                    drops: g.state.drops,
+                    failed_restores: g.state.failed_restores,
+                    flapping_episodes: g.state.flapping_episodes,
+                    degradations,
+                }
+            })
+            .collect();
+        let mut output_losses: Vec<OutputLoss> = std::iter::once(&self.log)
+            .chain(&self.sinks)
+            .map(|s| OutputLoss {
+                output: s.name(),
+                dropped: s.dropped(),
+            })
+            .collect();
+        output_losses.push(OutputLoss {
+            output: "notify".into(),
+            dropped: self.notifier.dropped(),
+        });
+        Snapshot {
+            guards,
+            events_lost: self.events_lost,
+            output_losses,
+            reload_error: self.reload_error.clone(),
+            last_report: self.last_report.clone(),
         }
-        s
     }
 }
 
-/// Opens the event and request sockets. Without them fwdguard still guards, more slowly, so a
-/// failure is logged loudly rather than fatal.
-fn open_netlink() -> (Option<EventSocket>, Option<RequestSocket>) {
-    let events = EventSocket::open()
-        .inspect_err(|e| {
-            tracing::error!("cannot subscribe to netlink netconf events: {e}; only the timed re-read and inotify will see changes");
-        })
-        .ok();
-    let mut requests = RequestSocket::open()
-        .inspect_err(|e| tracing::error!("cannot open a netlink request socket: {e}"))
-        .ok();
-    if let Some(r) = &mut requests {
-        for family in [Family::Ipv4, Family::Ipv6] {
-            match r.netconf_forwarding(family) {
-                Ok(Some(_)) => {}
-                Ok(None) => tracing::info!(
-                    ?family,
-                    "the kernel sends no netconf for {family:?} (disabled?); its keys are checked by re-read"
-                ),
-                Err(e) => tracing::warn!(?family, "netconf probe failed: {e}"),
-            }
-        }
+/// Reads the key through its kept descriptor, opening it first if needed. A restoring guard
+/// opens read-write (falling back to read-only when writing is refused, to keep reading);
+/// an alerting one read-only. An error drops the descriptor, to open it again next time.
+fn read<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<Value, SysctlError> {
+    if g.knob.is_none() {
+        open(knobs, g)?;
     }
-    (events, requests)
+    let Some(knob) = &mut g.knob else {
+        unreachable!("opened above")
+    };
+    let result = knobs.read(knob);
+    if result.is_err() {
+        g.knob = None;
+    }
+    result
+}
+
+fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlError> {
+    let key = &g.state.guard.key;
+    let (knob, writable) = match g.state.guard.action {
+        Action::Alert => (knobs.open(key, Access::Read)?, false),
+        Action::Restore => match knobs.open(key, Access::ReadWrite) {
+            Ok(k) => (k, true),
+            Err(e)
+                if e.missing_capability().is_some()
+                    || e.source.raw_os_error() == Some(libc::EROFS) =>
+            {
+                (knobs.open(key, Access::Read)?, false)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    g.writable = writable;
+    g.knob = Some(knob);
+    Ok(())
+}
+
+/// Writes the wanted value and reads it back, on the kept descriptor. A descriptor opened
+/// read-only (writing was refused) is opened again for writing first: the refusal may be over.
+fn restore<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<Value, SysctlError> {
+    if !g.writable {
+        g.knob = None;
+        let key = g.state.guard.key.clone();
+        let knob = knobs.open(&key, Access::ReadWrite)?;
+        g.knob = Some(knob);
+        g.writable = true;
+    }
+    let Some(knob) = &mut g.knob else {
+        unreachable!("opened above")
+    };
+    let want = &g.state.guard.want;
+    let result = knobs.write(knob, want).and_then(|()| knobs.read(knob));
+    if result.is_err() {
+        g.knob = None;
+        g.writable = false;
+    }
+    result
 }

@@ -26,6 +26,10 @@ impl Sink for Channel {
     fn emit(&mut self, report: &Report) {
         let _ = self.0.send(report.clone());
     }
+
+    fn name(&self) -> String {
+        "demo".into()
+    }
 }
 
 /// Writes `0` to `path` and reads it back until it shows `1` again: how long a reader on
@@ -108,11 +112,7 @@ pub fn run(bursts: usize) -> Result<(), String> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let setup = Setup {
-            config,
-            explicit: None,
-            sinks: vec![Box::new(Channel(tx))],
-        };
+        let setup = Setup::new(config, None, Box::new(Channel(tx)));
         rt.block_on(daemon::run(setup, async {
             let _ = stop_rx.await;
         }))

@@ -8,8 +8,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::source::netlink::Family;
-
 /// A validated sysctl key, stored as its path components below `/proc/sys`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SysctlKey {
@@ -55,6 +53,40 @@ const NETCONF_LEAVES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Address family of a netconf key or event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `AF_INET`.
+    Ipv4,
+    /// `AF_INET6`.
+    Ipv6,
+}
+
+/// Which netconf attribute announces a key's value (`NETCONFA_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetconfLeaf {
+    /// `forwarding`.
+    Forwarding,
+    /// `rp_filter` (IPv4).
+    RpFilter,
+    /// `proxy_arp` (IPv4) and `proxy_ndp` (IPv6): `NETCONFA_PROXY_NEIGH`.
+    ProxyNeigh,
+    /// `ignore_routes_with_linkdown`.
+    IgnoreRoutesWithLinkdown,
+}
+
+impl NetconfLeaf {
+    fn of(leaf: &str) -> Option<Self> {
+        Some(match leaf {
+            "forwarding" => NetconfLeaf::Forwarding,
+            "rp_filter" => NetconfLeaf::RpFilter,
+            "proxy_arp" | "proxy_ndp" => NetconfLeaf::ProxyNeigh,
+            "ignore_routes_with_linkdown" => NetconfLeaf::IgnoreRoutesWithLinkdown,
+            _ => return None,
+        })
+    }
+}
+
 /// The device part of a `net.ipvX.conf.DEVICE.*` key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ConfDevice {
@@ -67,7 +99,11 @@ pub enum ConfDevice {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Watch {
     /// The kernel sends a netconf event for every change: microseconds.
-    Netconf { family: Family, device: ConfDevice },
+    Netconf {
+        family: Family,
+        device: ConfDevice,
+        leaf: NetconfLeaf,
+    },
     /// No event: an inotify watch on the `/proc/sys` file sees writes through that file, and the
     /// timed re-read catches the rest.
     File,
@@ -158,13 +194,17 @@ impl SysctlKey {
             let announced = NETCONF_LEAVES
                 .iter()
                 .any(|(p, leaves)| *p == proto && leaves.contains(&leaf));
-            if let (Some(family), true) = (family, announced) {
+            if let (Some(family), true, Some(leaf)) = (family, announced, NetconfLeaf::of(leaf)) {
                 let device = match device {
                     "all" => ConfDevice::All,
                     "default" => ConfDevice::Default,
                     name => ConfDevice::Interface(name.to_owned()),
                 };
-                return Watch::Netconf { family, device };
+                return Watch::Netconf {
+                    family,
+                    device,
+                    leaf,
+                };
             }
         }
         Watch::File
@@ -272,21 +312,24 @@ mod tests {
             key("net.ipv4.ip_forward").watch(),
             Watch::Netconf {
                 family: Family::Ipv4,
-                device: ConfDevice::All
+                device: ConfDevice::All,
+                leaf: NetconfLeaf::Forwarding,
             }
         );
         assert_eq!(
             key("net.ipv6.conf.default.forwarding").watch(),
             Watch::Netconf {
                 family: Family::Ipv6,
-                device: ConfDevice::Default
+                device: ConfDevice::Default,
+                leaf: NetconfLeaf::Forwarding,
             }
         );
         assert_eq!(
             key("net.ipv4.conf.docker0.rp_filter").watch(),
             Watch::Netconf {
                 family: Family::Ipv4,
-                device: ConfDevice::Interface("docker0".into())
+                device: ConfDevice::Interface("docker0".into()),
+                leaf: NetconfLeaf::RpFilter,
             }
         );
         assert_eq!(key("net.ipv6.conf.all.rp_filter").watch(), Watch::File);

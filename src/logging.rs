@@ -1,5 +1,6 @@
 //! Diagnostics through `tracing`: to the journal when stderr is a journal stream, else
-//! readable lines on stderr. `RUST_LOG` overrides the level (`info` by default).
+//! readable lines on stderr. `RUST_LOG` overrides the level (`info` by default). Neither ever
+//! waits for its reader (see [`crate::output`]).
 
 use std::fmt;
 
@@ -10,33 +11,27 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::prelude::*;
 
-use crate::report::journal::{self, Journal};
+use crate::output::journal::{self, Journal, JournalLayer, JournalSocket};
+use crate::output::stderr;
 use crate::report::{LogSink, Sink};
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Sets up diagnostics for the daemon and returns where its reports go.
-pub fn init_daemon() -> Box<dyn Sink + Send> {
+/// Sets up diagnostics for the daemon and returns where its reports go: the journal's native
+/// protocol under systemd, else log lines on stderr.
+pub fn init_daemon() -> Box<dyn Sink> {
     if journal::stderr_is_journal() {
-        match (
-            tracing_journald::layer(),
-            Journal::connect(std::path::Path::new(journal::SOCKET)),
-        ) {
-            (Ok(layer), Ok(sink)) => {
+        match JournalSocket::open(std::path::Path::new(journal::SOCKET)) {
+            Ok(socket) => {
                 tracing_subscriber::registry()
                     .with(filter())
-                    .with(
-                        layer
-                            .with_syslog_identifier("fwdguard".into())
-                            // Diagnostics' fields read like the reports': FWDGUARD_KEY=...
-                            .with_field_prefix(Some("FWDGUARD".into())),
-                    )
+                    .with(JournalLayer(socket.clone()))
                     .init();
-                return Box::new(sink);
+                return Box::new(Journal(socket));
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 init_stderr();
                 tracing::warn!(
                     "stderr is the journal but its socket is not usable ({e}); logging to stderr"
@@ -49,12 +44,13 @@ pub fn init_daemon() -> Box<dyn Sink + Send> {
     Box::new(LogSink)
 }
 
-/// Readable lines on stderr, coloured only on a terminal.
+/// Readable lines on stderr, coloured only on a terminal, through the non-blocking writer.
 pub fn init_stderr() {
     use std::io::IsTerminal;
+    stderr::start();
     tracing_subscriber::fmt()
         .with_env_filter(filter())
-        .with_writer(std::io::stderr)
+        .with_writer(stderr::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .fmt_fields(Readable)

@@ -7,13 +7,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{Action, Flapping, Guard};
-use crate::report::{Report, Trigger};
-use crate::sysctl::{SysctlError, Value};
+use crate::observation::{Cause, Trigger};
+use crate::report::Report;
+use crate::snapshot::KeyState;
+use crate::sysctl::SysctlError;
+use crate::value::Value;
 
 /// The first retry after a failed restore comes this soon ...
 const RETRY_FIRST: Duration = Duration::from_millis(100);
-/// ... and the delay doubles up to this.
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// ... and the delay doubles up to this. A few seconds: the cause (a missing capability, a
+/// read-only /proc/sys) may be fixed any moment, and a retry is one refused syscall.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Immediate rewrites when a restore reads back wrong, before it counts as failed.
 const CONTESTED_RETRIES: u32 = 3;
 
@@ -27,7 +31,7 @@ pub struct Decision {
 
 /// What a key was last known to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
+enum Known {
     /// Not read yet.
     Unknown,
     Holding,
@@ -74,7 +78,7 @@ struct Episode {
 pub struct GuardState {
     pub guard: Guard,
     flapping: Flapping,
-    seen: Seen,
+    seen: Known,
     /// The latest drops within the flapping window, oldest first, at most `threshold` of them.
     recent_drops: VecDeque<Instant>,
     episode: Option<Episode>,
@@ -83,6 +87,11 @@ pub struct GuardState {
     contested: u32,
     /// Successful restores since start.
     pub restores: u64,
+    /// Steps from right (or unknown) to wrong since start.
+    pub drops: u64,
+    /// Restores that failed (refused, or lost to another writer every time).
+    pub failed_restores: u64,
+    pub flapping_episodes: u64,
 }
 
 impl GuardState {
@@ -90,12 +99,15 @@ impl GuardState {
         Self {
             guard,
             flapping,
-            seen: Seen::Unknown,
+            seen: Known::Unknown,
             recent_drops: VecDeque::new(),
             episode: None,
             failing: None,
             contested: 0,
             restores: 0,
+            drops: 0,
+            failed_restores: 0,
+            flapping_episodes: 0,
         }
     }
 
@@ -106,6 +118,9 @@ impl GuardState {
             self.recent_drops = old.recent_drops;
             self.episode = old.episode;
             self.restores = old.restores;
+            self.drops = old.drops;
+            self.failed_restores = old.failed_restores;
+            self.flapping_episodes = old.flapping_episodes;
             if old.guard.want == self.guard.want && old.guard.action == self.guard.action {
                 self.failing = old.failing;
             }
@@ -114,19 +129,40 @@ impl GuardState {
 
     /// Whether the key holds its wanted value as far as fwdguard knows.
     pub fn holding(&self) -> bool {
-        self.seen == Seen::Holding
+        self.seen == Known::Holding
     }
 
     /// Whether the key could not be read at last try.
     pub fn unavailable(&self) -> bool {
-        matches!(self.seen, Seen::Unavailable { .. })
+        matches!(self.seen, Known::Unavailable { .. })
+    }
+
+    /// How the key stands, and its value as last seen.
+    pub fn state(&self) -> (KeyState, Option<&Value>) {
+        match &self.seen {
+            Known::Unknown => (KeyState::Unknown, None),
+            Known::Holding => (KeyState::Holding, Some(&self.guard.want)),
+            Known::Drifted { value, .. } => (KeyState::Wrong, Some(value)),
+            Known::Unavailable { .. } => (KeyState::Unavailable, None),
+        }
+    }
+
+    /// Why restoring is refused (not lost to another writer), while it is.
+    pub fn refusal(&self) -> Option<&str> {
+        self.failing
+            .as_ref()
+            .filter(|f| f.refused())
+            .map(|f| f.error.as_str())
     }
 
     /// A fresh reading of the key.
+    ///
+    /// `cause`, when a source could tell why the key changed, goes into the reports.
     pub fn observe(
         &mut self,
         reading: Result<Value, SysctlError>,
         trigger: Trigger,
+        cause: Option<&Cause>,
         now: Instant,
     ) -> Decision {
         let mut d = Decision::default();
@@ -135,7 +171,7 @@ impl GuardState {
             Err(e) => {
                 let error = e.source.to_string();
                 if self.seen
-                    != (Seen::Unavailable {
+                    != (Known::Unavailable {
                         error: error.clone(),
                     })
                 {
@@ -148,21 +184,21 @@ impl GuardState {
                         },
                     });
                 }
-                self.seen = Seen::Unavailable { error };
+                self.seen = Known::Unavailable { error };
                 self.failing = None;
                 return d;
             }
         };
-        if let Seen::Unavailable { .. } = self.seen {
+        if let Known::Unavailable { .. } = self.seen {
             d.reports.push(Report::KeyAvailable {
                 key: self.guard.key.clone(),
                 value: value.clone(),
             });
-            self.seen = Seen::Unknown;
+            self.seen = Known::Unknown;
         }
 
         if value == self.guard.want {
-            if let Seen::Drifted { value: old, since } = &self.seen {
+            if let Known::Drifted { value: old, since } = &self.seen {
                 if self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused) {
                     d.reports.push(Report::Recovered {
                         key: self.guard.key.clone(),
@@ -170,26 +206,27 @@ impl GuardState {
                         old: old.clone(),
                         trigger,
                         wrong_for: now.saturating_duration_since(*since),
+                        cause: cause.cloned(),
                     });
                 }
             }
-            self.seen = Seen::Holding;
+            self.seen = Known::Holding;
             self.failing = None;
             return d;
         }
 
         // Wrong value. A drop is the step from right (or unknown, at start) to wrong; seeing the
         // same wrong value again is the same drift.
-        let same_drift = matches!(&self.seen, Seen::Drifted { value: v, .. } if *v == value);
+        let same_drift = matches!(&self.seen, Known::Drifted { value: v, .. } if *v == value);
         if !same_drift {
             let since = match &self.seen {
-                Seen::Drifted { since, .. } => *since,
+                Known::Drifted { since, .. } => *since,
                 _ => {
                     self.count_drop(now, &mut d.reports);
                     now
                 }
             };
-            self.seen = Seen::Drifted {
+            self.seen = Known::Drifted {
                 value: value.clone(),
                 since,
             };
@@ -199,14 +236,14 @@ impl GuardState {
                     want: self.guard.want.clone(),
                     value,
                     trigger,
+                    cause: cause.cloned(),
                 });
             }
         }
-        d.restore = self.guard.action == Action::Restore
-            && self
-                .failing
-                .as_ref()
-                .is_none_or(|f| f.contested || now >= f.retry_at);
+        // Every observation of a wrong value restores, even while a backoff runs: an event
+        // for the key is cheap to answer, and may come just after the cause of a refusal was
+        // fixed. The backoff timer covers the case without events.
+        d.restore = self.guard.action == Action::Restore;
         d
     }
 
@@ -216,10 +253,11 @@ impl GuardState {
         &mut self,
         outcome: Result<Value, SysctlError>,
         trigger: Trigger,
+        cause: Option<&Cause>,
         now: Instant,
     ) -> Decision {
         let (old, since) = match &self.seen {
-            Seen::Drifted { value, since } => (value.clone(), *since),
+            Known::Drifted { value, since } => (value.clone(), *since),
             _ => (Value::new("?"), now),
         };
         let (error, contested) = match outcome {
@@ -228,7 +266,7 @@ impl GuardState {
                 let failed = self.failing.take();
                 let attempts = failed.as_ref().map_or(1, |f| f.attempts + 1) + self.contested;
                 self.contested = 0;
-                self.seen = Seen::Holding;
+                self.seen = Known::Holding;
                 // While flapping, a plain or contested drop is counted, not reported; the end
                 // of a streak of refused writes always is.
                 if self.episode.is_some() && !failed.as_ref().is_some_and(Failing::refused) {
@@ -243,6 +281,7 @@ impl GuardState {
                         trigger,
                         wrong_for: now.saturating_duration_since(since),
                         attempts,
+                        cause: cause.cloned(),
                     }],
                 };
             }
@@ -265,9 +304,10 @@ impl GuardState {
                 ),
                 true,
             ),
-            Err(e) => (e.to_string(), false),
+            Err(e) => (e.describe(), false),
         };
         self.contested = 0;
+        self.failed_restores += 1;
         let (attempts, delay) = match &self.failing {
             Some(f) => (f.attempts + 1, (f.delay * 2).min(RETRY_MAX)),
             None => (1, RETRY_FIRST),
@@ -296,11 +336,13 @@ impl GuardState {
                 error,
                 attempt: attempts,
                 retry_in: delay,
+                cause: cause.cloned(),
             }],
         }
     }
 
     fn count_drop(&mut self, now: Instant, reports: &mut Vec<Report>) {
+        self.drops += 1;
         let window = self.flapping.window;
         while self
             .recent_drops
@@ -319,6 +361,7 @@ impl GuardState {
             Some(e) => e.drops += 1,
             None if self.recent_drops.len() >= self.flapping.threshold as usize => {
                 let drops = self.recent_drops.len();
+                self.flapping_episodes += 1;
                 self.episode = Some(Episode {
                     since: self.recent_drops[0],
                     drops: drops as u64,
@@ -418,13 +461,21 @@ mod tests {
     async fn restore_reports_how_long_the_key_was_wrong() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        assert_eq!(g.observe(v("1"), Trigger::Startup, t0), Decision::default());
+        assert_eq!(
+            g.observe(v("1"), Trigger::Startup, None, t0),
+            Decision::default()
+        );
         assert!(g.holding());
 
-        let d = g.observe(v("0"), Trigger::Netconf, t0);
+        let d = g.observe(v("0"), Trigger::Netconf, None, t0);
         assert!(d.restore);
         assert!(d.reports.is_empty(), "nothing to say before the restore");
-        let r = g.restored(v("1"), Trigger::Netconf, t0 + Duration::from_micros(30));
+        let r = g.restored(
+            v("1"),
+            Trigger::Netconf,
+            None,
+            t0 + Duration::from_micros(30),
+        );
         assert!(!r.restore);
         assert_eq!(
             r.reports,
@@ -435,6 +486,7 @@ mod tests {
                 trigger: Trigger::Netconf,
                 wrong_for: Duration::from_micros(30),
                 attempts: 1,
+                cause: None,
             }]
         );
         assert_eq!(g.restores, 1);
@@ -446,15 +498,15 @@ mod tests {
     async fn alert_reports_once_and_again_on_recovery() {
         let mut g = guard(Action::Alert);
         let t0 = Instant::now();
-        let d = g.observe(v("0"), Trigger::Startup, t0);
+        let d = g.observe(v("0"), Trigger::Startup, None, t0);
         assert!(!d.restore, "alert never writes");
         assert_eq!(names(&d.reports), ["alerted"]);
         // The timed re-read sees the same drift: no second report.
         assert_eq!(
-            g.observe(v("0"), Trigger::Reread, t0 + Duration::from_secs(30)),
+            g.observe(v("0"), Trigger::Reread, None, t0 + Duration::from_secs(30)),
             Decision::default()
         );
-        let d = g.observe(v("1"), Trigger::Netconf, t0 + Duration::from_secs(40));
+        let d = g.observe(v("1"), Trigger::Netconf, None, t0 + Duration::from_secs(40));
         match &d.reports[..] {
             [Report::Recovered { wrong_for, old, .. }] => {
                 assert_eq!(*wrong_for, Duration::from_secs(40));
@@ -468,11 +520,12 @@ mod tests {
     async fn failed_restore_is_reported_once_and_retried_with_backoff() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
+        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
         let r = g
             .restored(
                 err(io::ErrorKind::PermissionDenied, Op::Write),
                 Trigger::Netconf,
+                None,
                 t0,
             )
             .reports;
@@ -480,10 +533,15 @@ mod tests {
         assert_eq!(r[0].priority(), crate::report::Priority::Crit);
         assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
 
-        // An event before the retry is due does not hammer the knob.
+        // An event before the retry is due restores at once: the refusal may be over.
         assert!(
-            !g.observe(v("0"), Trigger::Netconf, t0 + Duration::from_millis(50))
-                .restore
+            g.observe(
+                v("0"),
+                Trigger::Netconf,
+                None,
+                t0 + Duration::from_millis(50)
+            )
+            .restore
         );
 
         let mut now = t0;
@@ -493,11 +551,12 @@ mod tests {
             delays.push(due - now);
             now = due;
             assert!(g.tick(now, &mut Vec::new()), "retry due");
-            assert!(g.observe(v("0"), Trigger::Retry, now).restore);
+            assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
             let r = g
                 .restored(
                     err(io::ErrorKind::PermissionDenied, Op::Write),
                     Trigger::Retry,
+                    None,
                     now,
                 )
                 .reports;
@@ -510,12 +569,14 @@ mod tests {
             RETRY_MAX,
             "backoff is bounded"
         );
+        assert_eq!(RETRY_MAX, Duration::from_secs(5), "a few seconds at most");
 
         // A different cause is news.
         let r = g
             .restored(
                 err(io::ErrorKind::ReadOnlyFilesystem, Op::Write),
                 Trigger::Retry,
+                None,
                 now,
             )
             .reports;
@@ -524,8 +585,8 @@ mod tests {
         // Success after failures says how many attempts it took.
         now = g.next_deadline().expect("retry");
         assert!(g.tick(now, &mut Vec::new()));
-        assert!(g.observe(v("0"), Trigger::Retry, now).restore);
-        match &g.restored(v("1"), Trigger::Retry, now).reports[..] {
+        assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
+        match &g.restored(v("1"), Trigger::Retry, None, now).reports[..] {
             [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 15),
             other => panic!("{other:?}"),
         }
@@ -536,18 +597,18 @@ mod tests {
     async fn a_contested_write_is_retried_at_once_then_counts_as_failed() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
+        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
         // Another writer got in between: write again straight away, quietly.
         for _ in 0..CONTESTED_RETRIES {
             assert_eq!(
-                g.restored(v("0"), Trigger::Netconf, t0),
+                g.restored(v("0"), Trigger::Netconf, None, t0),
                 Decision {
                     restore: true,
                     reports: vec![]
                 }
             );
         }
-        let d = g.restored(v("0"), Trigger::Netconf, t0);
+        let d = g.restored(v("0"), Trigger::Netconf, None, t0);
         assert!(!d.restore);
         match &d.reports[..] {
             [Report::RestoreFailed { error, .. }] => {
@@ -561,8 +622,13 @@ mod tests {
         assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
         // The other writer's next change is restored at once, not after the backoff.
         assert!(
-            g.observe(v("0"), Trigger::Netconf, t0 + Duration::from_millis(1))
-                .restore
+            g.observe(
+                v("0"),
+                Trigger::Netconf,
+                None,
+                t0 + Duration::from_millis(1)
+            )
+            .restore
         );
     }
 
@@ -570,9 +636,9 @@ mod tests {
     async fn a_restore_that_wins_the_race_counts_its_attempts() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, t0).restore);
-        assert!(g.restored(v("0"), Trigger::Netconf, t0).restore);
-        match &g.restored(v("1"), Trigger::Netconf, t0).reports[..] {
+        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
+        assert!(g.restored(v("0"), Trigger::Netconf, None, t0).restore);
+        match &g.restored(v("1"), Trigger::Netconf, None, t0).reports[..] {
             [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 2),
             other => panic!("{other:?}"),
         }
@@ -583,15 +649,15 @@ mod tests {
     async fn flapping_is_reported_once_with_the_count_and_restoring_goes_on() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        g.observe(v("1"), Trigger::Startup, t0);
+        g.observe(v("1"), Trigger::Startup, None, t0);
         let mut all = Vec::new();
         let mut now = t0;
         for _ in 0..20 {
             now += Duration::from_millis(100);
-            let d = g.observe(v("0"), Trigger::Netconf, now);
+            let d = g.observe(v("0"), Trigger::Netconf, None, now);
             assert!(d.restore, "still restoring while flapping");
             all.extend(d.reports);
-            all.extend(g.restored(v("1"), Trigger::Netconf, now).reports);
+            all.extend(g.restored(v("1"), Trigger::Netconf, None, now).reports);
         }
         assert_eq!(names(&all), ["restored", "restored", "flapping"]);
         match &all[2] {
@@ -618,9 +684,9 @@ mod tests {
 
         // After calming down, single drops are reported again.
         now = calm + Duration::from_secs(1);
-        g.observe(v("0"), Trigger::Netconf, now);
+        g.observe(v("0"), Trigger::Netconf, None, now);
         assert_eq!(
-            names(&g.restored(v("1"), Trigger::Netconf, now).reports),
+            names(&g.restored(v("1"), Trigger::Netconf, None, now).reports),
             ["restored"]
         );
     }
@@ -631,8 +697,8 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..100_000 {
             now += Duration::from_micros(20);
-            g.observe(v("0"), Trigger::Netconf, now);
-            g.restored(v("1"), Trigger::Netconf, now);
+            g.observe(v("0"), Trigger::Netconf, None, now);
+            g.restored(v("1"), Trigger::Netconf, None, now);
         }
         assert!(
             g.recent_drops.len() <= 3,
@@ -653,9 +719,9 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..10 {
             now += Duration::from_secs(6);
-            g.observe(v("0"), Trigger::Netconf, now);
+            g.observe(v("0"), Trigger::Netconf, None, now);
             assert_eq!(
-                names(&g.restored(v("1"), Trigger::Netconf, now).reports),
+                names(&g.restored(v("1"), Trigger::Netconf, None, now).reports),
                 ["restored"]
             );
         }
@@ -665,7 +731,12 @@ mod tests {
     async fn missing_key_is_reported_once_and_its_return_noticed() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
-        let d = g.observe(err(io::ErrorKind::NotFound, Op::Read), Trigger::Startup, t0);
+        let d = g.observe(
+            err(io::ErrorKind::NotFound, Op::Read),
+            Trigger::Startup,
+            None,
+            t0,
+        );
         assert_eq!(names(&d.reports), ["unavailable"]);
         assert!(
             d.reports[0]
@@ -674,11 +745,16 @@ mod tests {
         );
         assert!(g.unavailable());
         assert!(
-            g.observe(err(io::ErrorKind::NotFound, Op::Read), Trigger::Reread, t0)
-                .reports
-                .is_empty()
+            g.observe(
+                err(io::ErrorKind::NotFound, Op::Read),
+                Trigger::Reread,
+                None,
+                t0
+            )
+            .reports
+            .is_empty()
         );
-        let d = g.observe(v("0"), Trigger::Link, t0);
+        let d = g.observe(v("0"), Trigger::Link, None, t0);
         assert_eq!(names(&d.reports), ["available"]);
         assert!(d.restore, "a key that comes back wrong is restored");
     }

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use crate::config::Action;
 use crate::key::SysctlKey;
+pub use crate::observation::{Cause, Trigger};
 use crate::value::Value;
-
-pub mod journal;
 
 /// `1 guarded key`, `2 guarded keys`.
 pub fn count(n: usize, noun: &str) -> String {
@@ -26,42 +25,6 @@ pub enum Priority {
     Info = 6,
 }
 
-/// How a change was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The first reconcile, before READY=1.
-    Startup,
-    /// A kernel netconf event.
-    Netconf,
-    /// An inotify event on the key's `/proc/sys` file.
-    Inotify,
-    /// A network interface appeared, went away or was renamed.
-    Link,
-    /// The timed re-read.
-    Reread,
-    /// A re-read of everything after netlink events were lost.
-    Overrun,
-    /// A scheduled retry after a failed restore.
-    Retry,
-    /// A configuration reload.
-    Reload,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Netconf => "netconf",
-            Trigger::Inotify => "inotify",
-            Trigger::Link => "link",
-            Trigger::Reread => "reread",
-            Trigger::Overrun => "overrun",
-            Trigger::Retry => "retry",
-            Trigger::Reload => "reload",
-        }
-    }
-}
-
 /// One event worth telling an operator about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
@@ -75,6 +38,7 @@ pub enum Report {
         wrong_for: Duration,
         /// Writes it took, more than 1 after failures.
         attempts: u32,
+        cause: Option<Cause>,
     },
     /// A key has the wrong value and the policy is `alert`: nothing was changed.
     DriftAlerted {
@@ -82,6 +46,7 @@ pub enum Report {
         want: Value,
         value: Value,
         trigger: Trigger,
+        cause: Option<Cause>,
     },
     /// Writing the wanted value failed or did not stick; fwdguard retries.
     RestoreFailed {
@@ -91,6 +56,7 @@ pub enum Report {
         error: String,
         attempt: u32,
         retry_in: Duration,
+        cause: Option<Cause>,
     },
     /// A drifted key has its wanted value again without fwdguard writing it.
     Recovered {
@@ -99,6 +65,7 @@ pub enum Report {
         old: Value,
         trigger: Trigger,
         wrong_for: Duration,
+        cause: Option<Cause>,
     },
     /// A key is knocked down again and again. Single drops are not reported until it calms.
     Flapping {
@@ -123,6 +90,9 @@ pub enum Report {
     ReloadFailed { origin: String, error: String },
     /// Kernel events were lost (netlink ENOBUFS); everything was re-read.
     EventsLost { times: u64 },
+    /// An output (the journal, stderr, the service manager) was not reading, and messages to it
+    /// were dropped rather than stall the guard. Sent once it reads again.
+    OutputLost { output: String, lost: u64 },
 }
 
 /// Journal `MESSAGE_ID`s. Stable forever: operators filter and alert on them.
@@ -138,8 +108,9 @@ pub mod message_id {
     pub const CONFIG_RELOADED: &str = "9a3d39c1f4c446e2be6c82810b9d7fc4";
     pub const RELOAD_FAILED: &str = "25a836a1ee094db79700cc6e2efb685f";
     pub const EVENTS_LOST: &str = "8ee66b0c20914d16a6016608e72c593b";
+    pub const OUTPUT_LOST: &str = "d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47";
 
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         DRIFT_RESTORED,
         DRIFT_ALERTED,
         RESTORE_FAILED,
@@ -151,6 +122,7 @@ pub mod message_id {
         CONFIG_RELOADED,
         RELOAD_FAILED,
         EVENTS_LOST,
+        OUTPUT_LOST,
     ];
 }
 
@@ -181,6 +153,7 @@ impl Report {
             Report::ConfigReloaded { .. } => CONFIG_RELOADED,
             Report::ReloadFailed { .. } => RELOAD_FAILED,
             Report::EventsLost { .. } => EVENTS_LOST,
+            Report::OutputLost { .. } => OUTPUT_LOST,
         }
     }
 
@@ -193,7 +166,8 @@ impl Report {
             }
             Report::DriftRestored { .. }
             | Report::KeyUnavailable { .. }
-            | Report::EventsLost { .. } => Priority::Warning,
+            | Report::EventsLost { .. }
+            | Report::OutputLost { .. } => Priority::Warning,
             Report::Recovered { .. }
             | Report::FlappingEnded { .. }
             | Report::KeyAvailable { .. } => Priority::Notice,
@@ -214,7 +188,8 @@ impl Report {
             | Report::KeyAvailable { key, .. } => Some(key),
             Report::ConfigReloaded { .. }
             | Report::ReloadFailed { .. }
-            | Report::EventsLost { .. } => None,
+            | Report::EventsLost { .. }
+            | Report::OutputLost { .. } => None,
         }
     }
 
@@ -305,14 +280,49 @@ impl Report {
                 f.push(("FWDGUARD_ERROR", error.clone()));
             }
             Report::EventsLost { times } => f.push(("FWDGUARD_COUNT", times.to_string())),
+            Report::OutputLost { output, lost } => {
+                f.push(("FWDGUARD_OUTPUT", output.clone()));
+                f.push(("FWDGUARD_COUNT", lost.to_string()));
+            }
+        }
+        if let Some(cause) = self.cause() {
+            f.push(("FWDGUARD_CAUSE", cause.to_string()));
+            match cause {
+                Cause::ServiceJob { unit, .. } => f.push(("FWDGUARD_UNIT", unit.clone())),
+                Cause::Writer { pid, comm } => {
+                    f.push(("FWDGUARD_PID", pid.to_string()));
+                    f.push(("FWDGUARD_COMM", comm.clone()));
+                }
+            }
         }
         f
+    }
+
+    /// Why the key changed, when a source could tell.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            Report::DriftRestored { cause, .. }
+            | Report::DriftAlerted { cause, .. }
+            | Report::RestoreFailed { cause, .. }
+            | Report::Recovered { cause, .. } => cause.as_ref(),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for Report {
     /// The human sentence: the journal's `MESSAGE` and the stderr line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.sentence(f)?;
+        match self.cause() {
+            Some(cause) => write!(f, "; cause: {cause}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Report {
+    fn sentence(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Report::DriftRestored {
                 key,
@@ -321,6 +331,7 @@ impl fmt::Display for Report {
                 trigger,
                 wrong_for,
                 attempts,
+                ..
             } => {
                 write!(
                     f,
@@ -338,6 +349,7 @@ impl fmt::Display for Report {
                 want,
                 value,
                 trigger,
+                ..
             } => write!(
                 f,
                 "{key} is {value}, want {want}; action is alert, not changing it (seen via {})",
@@ -406,13 +418,32 @@ impl fmt::Display for Report {
                 f,
                 "kernel events were lost (netlink receive queue overrun, {times} so far); re-read every guarded key"
             ),
+            Report::OutputLost { output, lost } => write!(
+                f,
+                "{lost} messages to {output} were dropped while it was not reading; the guard went on"
+            ),
         }
     }
 }
 
-/// Somewhere reports go.
-pub trait Sink {
+/// Somewhere reports go: the journal, stderr, and (built from the configuration by
+/// `output::configured_sinks`) webhooks.
+pub trait Sink: Send {
+    /// Hands the report on without waiting: a peer that is not keeping up costs a dropped
+    /// report, counted, never a stalled guard.
     fn emit(&mut self, report: &Report);
+    /// What STATUS= and the metrics call it: "journal", "stderr", "webhook URL".
+    fn name(&self) -> String;
+    /// Reports dropped so far.
+    fn dropped(&self) -> u64 {
+        0
+    }
+    /// Whether something waits to be sent (such as the notice of a loss); the loop then calls
+    /// [`Sink::flush`] every little while.
+    fn backlog(&self) -> bool {
+        false
+    }
+    fn flush(&mut self) {}
 }
 
 /// Reports as log lines through `tracing`: stderr when there is no journal.
@@ -420,6 +451,14 @@ pub trait Sink {
 pub struct LogSink;
 
 impl Sink for LogSink {
+    fn name(&self) -> String {
+        "stderr".into()
+    }
+
+    fn dropped(&self) -> u64 {
+        crate::output::stderr::lost()
+    }
+
     fn emit(&mut self, report: &Report) {
         let key = report.key().map(ToString::to_string).unwrap_or_default();
         let id = report.message_id();
@@ -459,6 +498,7 @@ mod tests {
             trigger: Trigger::Netconf,
             wrong_for: Duration::from_micros(42),
             attempts: 1,
+            cause: None,
         };
         assert_eq!(
             r.to_string(),

@@ -161,14 +161,14 @@ fn reconcile(
     reports: &mut Vec<Report>,
 ) {
     let guard = state.guard.clone();
-    let mut d = state.observe(read(&guard, seen, Op::Read), trigger, now);
+    let mut d = state.observe(read(&guard, seen, Op::Read), trigger, None, now);
     reports.append(&mut d.reports);
     let mut outcomes = write_outcomes.iter();
     while d.restore {
         // Once the scripted outcomes run out the write sticks, so the loop ends when the
         // policy stops asking.
         let outcome = outcomes.next().unwrap_or(&Reading::Want);
-        d = state.restored(read(&guard, outcome, Op::Write), trigger, now);
+        d = state.restored(read(&guard, outcome, Op::Write), trigger, None, now);
         reports.append(&mut d.reports);
     }
 }

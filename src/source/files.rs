@@ -9,13 +9,32 @@ use std::io;
 use std::path::Path;
 
 use inotify::{Inotify, WatchDescriptor, WatchMask};
+
+use crate::routing::GuardId;
 use tokio::io::unix::AsyncFd;
+
+/// Whether a watch on `path` can be added (for `fwdguard check`).
+pub fn can_watch(path: &Path) -> io::Result<()> {
+    Inotify::init()?
+        .watches()
+        .add(path, WatchMask::MODIFY)
+        .map(drop)
+}
+
+/// An inotify error as operators can act on it.
+pub fn describe(e: &io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        format!("{e}: the inotify watch limit is reached (fs.inotify.max_user_watches)")
+    } else {
+        e.to_string()
+    }
+}
 
 /// The inotify watches, and which guards each one stands for.
 #[derive(Debug)]
 pub struct FileWatch {
     inotify: AsyncFd<Inotify>,
-    guards: HashMap<WatchDescriptor, Vec<usize>>,
+    guards: HashMap<WatchDescriptor, Vec<GuardId>>,
     buf: Vec<u8>,
 }
 
@@ -34,10 +53,10 @@ impl FileWatch {
         })
     }
 
-    /// Watches `path` for writes on behalf of guard number `guard`. Watching the same file
+    /// Watches `path` for writes on behalf of `guard`. Watching the same file
     /// again is harmless: inotify hands back the same descriptor. A file that was removed and
     /// created again (an interface that went and came back) gets a new one.
-    pub fn watch(&mut self, guard: usize, path: &Path) -> io::Result<()> {
+    pub fn watch(&mut self, guard: GuardId, path: &Path) -> io::Result<()> {
         let wd = self
             .inotify
             .get_mut()
@@ -50,7 +69,7 @@ impl FileWatch {
         Ok(())
     }
 
-    /// Drops every watch, before the guards are renumbered by a reload.
+    /// Drops every watch, before a reload puts the new configuration's in place.
     pub fn clear(&mut self) {
         let mut watches = self.inotify.get_ref().watches();
         for (wd, _) in self.guards.drain() {
@@ -60,7 +79,7 @@ impl FileWatch {
     }
 
     /// Waits for writes; appends the guards whose files were written.
-    pub async fn next(&mut self, out: &mut Vec<usize>) -> io::Result<()> {
+    pub async fn next(&mut self, out: &mut Vec<GuardId>) -> io::Result<()> {
         loop {
             let mut ready = self.inotify.readable_mut().await?;
             match ready.try_io(|fd| fd.get_mut().read_events(&mut self.buf)) {

@@ -157,6 +157,23 @@ impl NetconfMessage {
         })
     }
 
+    /// The values this message carries, by the keys they stand for.
+    pub fn values(&self) -> crate::observation::NetconfValues {
+        let mut v = crate::observation::NetconfValues::default();
+        for a in &self.attributes {
+            match *a {
+                NetconfAttribute::Forwarding(x) => v.forwarding = Some(x),
+                NetconfAttribute::RpFilter(x) => v.rp_filter = Some(x),
+                NetconfAttribute::ProxyNeigh(x) => v.proxy_neigh = Some(x),
+                NetconfAttribute::IgnoreRoutesWithLinkdown(x) => {
+                    v.ignore_routes_with_linkdown = Some(x)
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
     /// Decodes the payload of a netconf message (after the `nlmsghdr`).
     pub fn parse(payload: &[u8]) -> Result<Self, DecodeError> {
         let Some(&family) = payload.first() else {

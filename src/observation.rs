@@ -1,0 +1,169 @@
+//! What the sources saw, before any decision: kernel events as the netlink source decodes them,
+//! and the [`Observation`] each guard is handed. Pure data, no I/O.
+
+use crate::key::{Family, NetconfLeaf, SysctlKey};
+use crate::value::Value;
+
+/// How a change was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The first reconcile, before READY=1.
+    Startup,
+    /// A kernel netconf event.
+    Netconf,
+    /// An inotify event on the key's `/proc/sys` file.
+    Inotify,
+    /// A network interface appeared, went away or was renamed.
+    Link,
+    /// The timed re-read.
+    Reread,
+    /// A re-read of everything after netlink events were lost.
+    Overrun,
+    /// A scheduled retry after a failed restore.
+    Retry,
+    /// A configuration reload.
+    Reload,
+    /// A systemd job finished (a service was started, stopped, restarted).
+    ServiceJob,
+    /// A process was seen writing the key (a BPF cgroup/sysctl hook).
+    Writer,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Netconf => "netconf",
+            Trigger::Inotify => "inotify",
+            Trigger::Link => "link",
+            Trigger::Reread => "reread",
+            Trigger::Overrun => "overrun",
+            Trigger::Retry => "retry",
+            Trigger::Reload => "reload",
+            Trigger::ServiceJob => "service-job",
+            Trigger::Writer => "writer",
+        }
+    }
+}
+
+/// Why a key changed, when a source can tell. Attached to the reports its observation leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// A systemd job finished: `unit`, the job type (`restart`, `stop`, ...), its result.
+    ServiceJob {
+        unit: String,
+        job: String,
+        result: String,
+    },
+    /// A process wrote the key.
+    Writer { pid: u32, comm: String },
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::ServiceJob { unit, job, result } => {
+                write!(f, "systemd {job} of {unit} ({result})")
+            }
+            Cause::Writer { pid, comm } => write!(f, "written by {comm} (pid {pid})"),
+        }
+    }
+}
+
+/// Which guards an observation concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every guard: re-check them all (a service job finished, a reload, lost events).
+    All,
+    /// The guard of this key, if there is one.
+    Key(SysctlKey),
+}
+
+/// Something a source saw that may mean a key changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub scope: Scope,
+    pub trigger: Trigger,
+    /// The key's new value, when the event carries it (a netconf event does). The policy
+    /// decides from it without reading the key first; `None`: read the key.
+    pub value: Option<Value>,
+    pub cause: Option<Cause>,
+}
+
+impl Observation {
+    /// Re-check every guard because of `trigger`.
+    pub fn all(trigger: Trigger) -> Self {
+        Self {
+            scope: Scope::All,
+            trigger,
+            value: None,
+            cause: None,
+        }
+    }
+
+    /// Re-check the guard of `key`.
+    pub fn key(key: SysctlKey, trigger: Trigger) -> Self {
+        Self {
+            scope: Scope::Key(key),
+            trigger,
+            value: None,
+            cause: None,
+        }
+    }
+
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+}
+
+/// Which device a netconf event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// `conf/all` (for IPv4 also `ip_forward`: the same knob).
+    All,
+    /// `conf/default`.
+    Default,
+    /// `conf/<name>` of the link with this index.
+    Index(u32),
+}
+
+/// The values a netconf event carries. A change event carries only the attribute that changed;
+/// a `GETNETCONF` reply carries them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NetconfValues {
+    pub forwarding: Option<i32>,
+    pub rp_filter: Option<i32>,
+    pub proxy_neigh: Option<i32>,
+    pub ignore_routes_with_linkdown: Option<i32>,
+}
+
+impl NetconfValues {
+    pub fn get(&self, leaf: NetconfLeaf) -> Option<i32> {
+        match leaf {
+            NetconfLeaf::Forwarding => self.forwarding,
+            NetconfLeaf::RpFilter => self.rp_filter,
+            NetconfLeaf::ProxyNeigh => self.proxy_neigh,
+            NetconfLeaf::IgnoreRoutesWithLinkdown => self.ignore_routes_with_linkdown,
+        }
+    }
+}
+
+/// What the kernel told the event socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// Some netconf value (forwarding, rp_filter, ...) of this family and device changed. A new
+    /// link's event arrives before its [`KernelEvent::LinkNew`].
+    Netconf {
+        family: Family,
+        device: Device,
+        values: NetconfValues,
+    },
+    /// A link appeared, or changed (possibly renamed): its current name.
+    LinkNew { index: u32, name: String },
+    /// A link went away.
+    LinkDel { index: u32, name: String },
+    /// Events were lost (ENOBUFS) and the socket's queue has since been drained: everything
+    /// must be re-read now.
+    Overrun,
+}

@@ -1,0 +1,189 @@
+//! What the guard knows, as one value the loop publishes (a `tokio::sync::watch`) after every
+//! change: STATUS= is rendered from it, and metrics read it. `fwdguard check` builds the same
+//! degradations from the kernel and the environment. Pure data.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::routing::GuardId;
+
+/// How a key stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Not read yet.
+    Unknown,
+    Holding,
+    Wrong,
+    Unavailable,
+}
+
+/// A way a guard works less well than it should: each names the key and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Degradation {
+    /// No inotify watch on the key's file (e.g. `fs.inotify.max_user_watches` reached).
+    NoFileWatch { error: String },
+    /// No netconf events (socket unavailable or given up after repeated errors).
+    NoNetlink { error: String },
+    /// Writing the key is refused: a drop is reported but not fixed.
+    CannotRestore { error: String },
+}
+
+impl Degradation {
+    /// The sentence for STATUS= and `check`, naming the key and the consequence.
+    pub fn describe(&self, key: &str) -> String {
+        match self {
+            Degradation::NoFileWatch { error } => format!(
+                "{key}: no inotify watch ({error}); writes to it are seen only by the timed re-read"
+            ),
+            Degradation::NoNetlink { error } => format!(
+                "{key}: no netlink events ({error}); changes are seen only by inotify and the timed re-read"
+            ),
+            Degradation::CannotRestore { error } => {
+                format!("{key}: cannot restore ({error}); drops are reported but not undone")
+            }
+        }
+    }
+}
+
+/// One guarded key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardSnapshot {
+    pub id: GuardId,
+    pub key: String,
+    pub want: String,
+    pub action: &'static str,
+    pub state: KeyState,
+    /// The value last read or announced, if any.
+    pub value: Option<String>,
+    pub restores: u64,
+    /// Steps from right to wrong seen.
+    pub drops: u64,
+    pub failed_restores: u64,
+    pub flapping_episodes: u64,
+    pub degradations: Vec<Degradation>,
+}
+
+/// Messages an output dropped rather than wait for its reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputLoss {
+    pub output: String,
+    pub dropped: u64,
+}
+
+/// The whole guard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub guards: Vec<GuardSnapshot>,
+    /// Times netlink events were lost (ENOBUFS).
+    pub events_lost: u64,
+    pub output_losses: Vec<OutputLoss>,
+    /// Why the last reload failed, while the previous configuration runs on.
+    pub reload_error: Option<String>,
+    /// The last report, as its sentence.
+    pub last_report: Option<String>,
+}
+
+impl Snapshot {
+    fn count(&self, state: KeyState) -> usize {
+        self.guards.iter().filter(|g| g.state == state).count()
+    }
+
+    /// `STATUS=`: what is guarded, restores so far, what works less well, the last event.
+    pub fn status_line(&self) -> String {
+        let n = self.guards.len();
+        let holding = self.count(KeyState::Holding);
+        let unavailable = self.count(KeyState::Unavailable);
+        let wrong = self.count(KeyState::Wrong);
+        let restores: u64 = self.guards.iter().map(|g| g.restores).sum();
+        let mut s = format!(
+            "guarding {n} key{}: {holding} holding",
+            if n == 1 { "" } else { "s" }
+        );
+        if unavailable > 0 {
+            s.push_str(&format!(", {unavailable} unavailable"));
+        }
+        if wrong > 0 {
+            s.push_str(&format!(", {wrong} WRONG"));
+        }
+        s.push_str(&format!("; {restores} restores"));
+        for g in &self.guards {
+            for d in &g.degradations {
+                s.push_str("; DEGRADED ");
+                s.push_str(&d.describe(&g.key));
+            }
+        }
+        let lost: u64 = self.output_losses.iter().map(|l| l.dropped).sum();
+        if lost > 0 {
+            s.push_str(&format!("; {lost} log messages dropped"));
+        }
+        if let Some(e) = &self.reload_error {
+            s.push_str("; reload failed, running previous config: ");
+            s.push_str(e);
+        }
+        if let Some(last) = &self.last_report {
+            s.push_str("; last: ");
+            s.push_str(last);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.status_line())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(state: KeyState, degradations: Vec<Degradation>) -> GuardSnapshot {
+        GuardSnapshot {
+            id: GuardId(0),
+            key: "net.ipv4.conf.all.forwarding".into(),
+            want: "1".into(),
+            action: "restore",
+            state,
+            value: Some("1".into()),
+            restores: 2,
+            drops: 2,
+            failed_restores: 0,
+            flapping_episodes: 0,
+            degradations,
+        }
+    }
+
+    #[test]
+    fn status_line_names_degradations_with_their_key_and_consequence() {
+        let s = Snapshot {
+            guards: vec![guard(
+                KeyState::Wrong,
+                vec![Degradation::CannotRestore {
+                    error: "write net.ipv4.conf.all.forwarding: Permission denied (fwdguard lacks CAP_NET_ADMIN, which writing it needs)".into(),
+                }],
+            )],
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            s.status_line(),
+            "guarding 1 key: 0 holding, 1 WRONG; 2 restores; DEGRADED net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: Permission denied (fwdguard lacks CAP_NET_ADMIN, which writing it needs)); drops are reported but not undone"
+        );
+    }
+
+    #[test]
+    fn status_line_of_a_healthy_guard() {
+        let s = Snapshot {
+            guards: vec![guard(KeyState::Holding, vec![])],
+            last_report: Some("x".into()),
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            s.status_line(),
+            "guarding 1 key: 1 holding; 2 restores; last: x"
+        );
+    }
+}
