@@ -529,3 +529,91 @@ fn a_writer_that_drops_the_knob_after_every_restore_does_not_win() {
         },
     );
 }
+
+/// Knocks forwarding to 0 `n` times; each time it must be back at 1 within a second.
+fn knock_and_wait(ns: &fwdguard::sandbox::PrivateNetns, n: usize) {
+    for i in 0..n {
+        ns.write(ALL_FORWARDING, "0").expect("write");
+        wait_for(&format!("restore {i} of {n}"), SECOND, || {
+            read(ALL_FORWARDING) == "1"
+        });
+    }
+}
+
+#[test]
+fn a_service_manager_that_stops_reading_does_not_stop_the_restores() {
+    in_private_netns(
+        "a_service_manager_that_stops_reading_does_not_stop_the_restores",
+        |ns| {
+            // The test reads nothing from the notify socket until the end: its queue (10
+            // datagrams) fills with READY, STATUS and WATCHDOG, as with a stalled PID 1.
+            ns.write(ALL_FORWARDING, "1").expect("write");
+            let mut d = Daemon::start_with(&forwarding_config("restore"), |cmd, _| {
+                cmd.env("WATCHDOG_USEC", "20000");
+            });
+            d.wait_stderr("ready:", 5 * SECOND);
+            std::thread::sleep(Duration::from_millis(200));
+            knock_and_wait(ns, 50);
+            // PID 1 reads again: the latest status arrives, and the loss is reported.
+            let status = d.wait_notify_containing(
+                "messages to the service manager (NOTIFY_SOCKET) were dropped",
+                2 * SECOND,
+            );
+            assert!(status.starts_with("STATUS=guarding 1 key"), "{status}");
+            d.wait_stderr(
+                "messages to the service manager (NOTIFY_SOCKET) were dropped while it was not reading",
+                2 * SECOND,
+            );
+        },
+    );
+}
+
+#[test]
+fn a_stderr_pipe_nobody_reads_does_not_stop_the_restores() {
+    in_private_netns(
+        "a_stderr_pipe_nobody_reads_does_not_stop_the_restores",
+        |ns| {
+            use std::io::Read;
+            // A pipe holds 64 KiB; a restore's line is ~200 bytes, so ~330 restores fill it,
+            // and 1024 more fill fwdguard's queue. A high flapping threshold keeps every
+            // restore reported.
+            let (reader, writer) = nix::unistd::pipe().expect("pipe");
+            nix::fcntl::fcntl(
+                &reader,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .expect("our end non-blocking");
+            let mut reader = std::fs::File::from(reader);
+            ns.write(ALL_FORWARDING, "1").expect("write");
+            let config = format!("flap-threshold = 1000000\n{}", forwarding_config("restore"));
+            let mut d = Daemon::start_with(&config, |cmd, _| {
+                cmd.stderr(writer);
+            });
+            d.wait_notify("READY=1", 5 * SECOND);
+            knock_and_wait(ns, 3000);
+            // The reader comes back: what was lost is said once the pipe drains.
+            let mut text = String::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let deadline = Instant::now() + 3 * SECOND;
+            while !text.contains("messages to stderr were dropped") && Instant::now() < deadline {
+                match reader.read(&mut buf) {
+                    Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("read the pipe: {e}"),
+                }
+                if text.len() > 200_000 {
+                    text.drain(..100_000);
+                }
+            }
+            assert!(
+                text.contains("messages to stderr were dropped while it was not reading"),
+                "{}",
+                &text[text.len().saturating_sub(2000)..]
+            );
+            d.signal(Signal::SIGTERM);
+            assert!(d.wait_exit(2 * SECOND).success());
+        },
+    );
+}

@@ -35,6 +35,104 @@ fn fields(mut datagram: &[u8]) -> HashMap<String, String> {
     fields
 }
 
+/// Starts the daemon in a private mount namespace where /run/systemd/journal/socket is the
+/// socket in `dir`, with stderr marked as a journal stream.
+fn start_under_journal(dir: &std::path::Path, config: &str) -> Daemon {
+    let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
+    let dir = dir.to_str().expect("utf-8 path").to_owned();
+    Daemon::start_under(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            mount_script,
+            &dir,
+        ],
+        config,
+        |cmd, stderr| {
+            // systemd sets JOURNAL_STREAM to the device and inode of the stream it hands
+            // the service as stderr; the stderr file stands in for it.
+            let meta = std::fs::metadata(stderr).expect("stderr");
+            cmd.env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", meta.st_dev(), meta.st_ino()),
+            );
+        },
+    )
+}
+
+/// Fills a datagram socket's queue (`net.unix.max_dgram_qlen`), as a stalled journald's is.
+fn fill(path: &std::path::Path) {
+    let sender = UnixDatagram::unbound().expect("socket");
+    sender.set_nonblocking(true).expect("nonblocking");
+    while sender.send_to(b"MESSAGE=filler\n", path).is_ok() {}
+}
+
+/// Drains `socket`; returns the MESSAGE of every entry.
+fn drain(socket: &UnixDatagram) -> Vec<HashMap<String, String>> {
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        out.push(fields(&buf[..n]));
+    }
+    out
+}
+
+#[test]
+fn a_journal_full_from_the_start_does_not_stop_the_guard() {
+    in_private_netns(
+        "a_journal_full_from_the_start_does_not_stop_the_guard",
+        |ns| {
+            let journal_dir = tempfile::tempdir().expect("tempdir");
+            let path = journal_dir.path().join("socket");
+            let journal = UnixDatagram::bind(&path).expect("bind");
+            journal
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            fill(&path);
+            ns.write(ALL_FORWARDING, "0").expect("write");
+            let mut d = start_under_journal(journal_dir.path(), &forwarding_config("restore"));
+            // Fixed at start and READY although every journal entry so far was dropped.
+            d.wait_notify("READY=1", Duration::from_secs(5));
+            assert_eq!(read(ALL_FORWARDING), "1");
+            for i in 0..100 {
+                ns.write(ALL_FORWARDING, "0").expect("write");
+                wait_for(&format!("restore {i}"), Duration::from_secs(1), || {
+                    read(ALL_FORWARDING) == "1"
+                });
+            }
+            // journald reads again: it hears how much it missed.
+            let start = Instant::now();
+            let mut entries = Vec::new();
+            while start.elapsed() < Duration::from_secs(2)
+                && !entries.iter().any(|f: &HashMap<String, String>| {
+                    f.get("MESSAGE_ID").map(String::as_str)
+                        == Some("d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47")
+                })
+            {
+                entries.extend(drain(&journal));
+            }
+            let lost = entries
+                .iter()
+                .find(|f| {
+                    f.get("MESSAGE_ID").map(String::as_str)
+                        == Some("d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47")
+                })
+                .unwrap_or_else(|| panic!("no loss notice in {} entries", entries.len()));
+            assert!(
+                lost["MESSAGE"]
+                    .contains("messages to the journal were dropped while it was not reading"),
+                "{lost:?}"
+            );
+            assert!(lost["FWDGUARD_COUNT"].parse::<u64>().expect("count") > 0);
+        },
+    );
+}
+
 #[test]
 fn reports_are_native_journal_entries_with_message_ids() {
     in_private_netns(
@@ -45,32 +143,8 @@ fn reports_are_native_journal_entries_with_message_ids() {
             journal
                 .set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("timeout");
-            let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
-            let dir = journal_dir.path().to_str().expect("utf-8 path").to_owned();
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = Daemon::start_under(
-                &[
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "--",
-                    "sh",
-                    "-c",
-                    mount_script,
-                    &dir,
-                ],
-                &forwarding_config("restore"),
-                |cmd, stderr| {
-                    // systemd sets JOURNAL_STREAM to the device and inode of the stream it hands
-                    // the service as stderr; the stderr file stands in for it.
-                    let meta = std::fs::metadata(stderr).expect("stderr");
-                    cmd.env(
-                        "JOURNAL_STREAM",
-                        format!("{}:{}", meta.st_dev(), meta.st_ino()),
-                    );
-                },
-            );
+            let mut d = start_under_journal(journal_dir.path(), &forwarding_config("restore"));
             d.wait_notify("READY=1", Duration::from_secs(5));
             ns.write(ALL_FORWARDING, "0").expect("write");
             wait_for("restore", Duration::from_secs(1), || {
