@@ -175,9 +175,9 @@ pub async fn run_with<K: Knobs>(
     let mut written = Vec::new();
     let mut link_dump: Option<LinkDump> = None;
 
-    g.publish();
-    let status = g.snapshot.borrow().status_line();
+    let status = g.build_snapshot().status_line();
     g.notifier.ready(&status);
+    g.publish();
     tracing::info!("ready: {status}");
 
     loop {
@@ -273,6 +273,9 @@ struct Guarded<N> {
     writable: bool,
     /// Why the key's file has no inotify watch, when it should have one.
     no_watch: Option<String>,
+    /// Opening for writing was refused just now, while opening to read: the restore that
+    /// follows reports it rather than asking the kernel again.
+    refused: Option<SysctlError>,
 }
 
 /// The guarded keys and everything needed to keep them right.
@@ -376,6 +379,7 @@ impl<K: Knobs> Guardian<K> {
                     knob: None,
                     writable: false,
                     no_watch: None,
+                    refused: None,
                 },
             );
         }
@@ -768,11 +772,10 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
         Action::Alert => (knobs.open(key, Access::Read)?, false),
         Action::Restore => match knobs.open(key, Access::ReadWrite) {
             Ok(k) => (k, true),
-            Err(e)
-                if e.missing_capability().is_some()
-                    || e.source.raw_os_error() == Some(libc::EROFS) =>
-            {
-                (knobs.open(key, Access::Read)?, false)
+            Err(e) if refusal(&e) => {
+                let knob = knobs.open(key, Access::Read)?;
+                g.refused = Some(e);
+                (knob, false)
             }
             Err(e) => return Err(e),
         },
@@ -782,13 +785,21 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
     Ok(())
 }
 
+/// Writing is refused for want of a privilege, or on a read-only /proc/sys: a reason to keep
+/// reading through a read-only descriptor.
+fn refusal(e: &SysctlError) -> bool {
+    e.missing_capability().is_some() || e.source.raw_os_error() == Some(libc::EROFS)
+}
+
 /// Writes the wanted value and reads it back, on the kept descriptor. A descriptor opened
 /// read-only (writing was refused) is opened again for writing first: the refusal may be over.
 fn restore<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<Value, SysctlError> {
+    if let Some(e) = g.refused.take() {
+        return Err(e);
+    }
     if !g.writable {
-        g.knob = None;
-        let key = g.state.guard.key.clone();
-        let knob = knobs.open(&key, Access::ReadWrite)?;
+        // Keeps the read-only descriptor when writing is still refused.
+        let knob = knobs.open(&g.state.guard.key, Access::ReadWrite)?;
         g.knob = Some(knob);
         g.writable = true;
     }
@@ -802,4 +813,390 @@ fn restore<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<Value, S
         g.writable = false;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop with knobs of a test's own and tokio's paused clock: retries, flapping
+    //! windows, the re-read, the watchdog, stalled outputs, reload.
+
+    use std::cell::RefCell;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::key::SysctlKey;
+    use crate::output::journal::{Journal, JournalSocket};
+    use crate::snapshot::KeyState;
+    use crate::sysctl::Op;
+
+    /// One knob, as a test wants it to behave.
+    #[derive(Debug, Default)]
+    struct Kernel {
+        value: String,
+        /// Writing is refused (EACCES), as for a process without CAP_NET_ADMIN.
+        refuse: bool,
+        /// When each write (or refused attempt to open for writing) happened.
+        attempts: Vec<Instant>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct FakeKnobs(Rc<RefCell<Kernel>>);
+
+    impl FakeKnobs {
+        fn new(value: &str) -> Self {
+            let k = Self::default();
+            k.set(value);
+            k
+        }
+        fn set(&self, value: &str) {
+            self.0.borrow_mut().value = value.into();
+        }
+        fn value(&self) -> String {
+            self.0.borrow().value.clone()
+        }
+        fn refuse(&self, refuse: bool) {
+            self.0.borrow_mut().refuse = refuse;
+        }
+        fn attempts(&self) -> Vec<Instant> {
+            self.0.borrow().attempts.clone()
+        }
+    }
+
+    fn refused(key: &SysctlKey) -> SysctlError {
+        SysctlError {
+            op: Op::Write,
+            key: key.clone(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        }
+    }
+
+    impl Knobs for FakeKnobs {
+        type Knob = SysctlKey;
+        fn open(&mut self, key: &SysctlKey, access: Access) -> Result<SysctlKey, SysctlError> {
+            let mut k = self.0.borrow_mut();
+            if access == Access::ReadWrite && k.refuse {
+                k.attempts.push(Instant::now());
+                return Err(refused(key));
+            }
+            Ok(key.clone())
+        }
+        fn read(&mut self, _: &mut SysctlKey) -> Result<Value, SysctlError> {
+            Ok(Value::new(&self.0.borrow().value))
+        }
+        fn write(&mut self, key: &mut SysctlKey, value: &Value) -> Result<(), SysctlError> {
+            let mut k = self.0.borrow_mut();
+            k.attempts.push(Instant::now());
+            if k.refuse {
+                return Err(refused(key));
+            }
+            k.value = value.to_string();
+            Ok(())
+        }
+    }
+
+    /// Reports, for the test to look at.
+    #[derive(Debug, Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<Report>>>);
+
+    impl Sink for Collect {
+        fn emit(&mut self, report: &Report) {
+            self.0.lock().expect("lock").push(report.clone());
+        }
+        fn name(&self) -> String {
+            "test".into()
+        }
+    }
+
+    impl Collect {
+        fn count(&self, what: impl Fn(&Report) -> bool) -> usize {
+            self.0
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|r| what(r))
+                .count()
+        }
+    }
+
+    struct Harness {
+        kernel: FakeKnobs,
+        reports: Collect,
+        observer: mpsc::Sender<Observation>,
+        snapshots: watch::Receiver<Snapshot>,
+        /// The service manager's end of NOTIFY_SOCKET.
+        notify: UnixDatagram,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        /// A netconf event announcing `value` for the forwarding key.
+        async fn event(&self, value: &str) {
+            self.kernel.set(value);
+            self.observer
+                .send(Observation {
+                    value: Some(Value::new(value)),
+                    ..Observation::key(forwarding(), Trigger::Netconf)
+                })
+                .await
+                .expect("loop running");
+        }
+
+        fn notes(&self) -> Vec<String> {
+            let mut buf = vec![0u8; 4096];
+            let mut out = Vec::new();
+            while let Ok(n) = self.notify.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            out
+        }
+    }
+
+    fn forwarding() -> SysctlKey {
+        SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key")
+    }
+
+    /// Runs the loop with `config` over `kernel` while `body` drives it.
+    async fn with_guard(
+        config: Config,
+        kernel: FakeKnobs,
+        log: Option<Box<dyn Sink>>,
+        watchdog: Option<Duration>,
+        body: impl AsyncFnOnce(&mut Harness),
+    ) {
+        let reports = Collect::default();
+        let setup = Setup::new(config, None, log.unwrap_or(Box::new(reports.clone())));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&path).expect("bind");
+        notify.set_nonblocking(true).expect("nonblocking");
+        let ours = UnixDatagram::unbound().expect("socket");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let io = Io {
+            events: None,
+            requests: None,
+            netlink_error: None,
+            files: FileWatch::new().expect("inotify"),
+            notifier: Notifier::with(Some((
+                ours,
+                SocketAddr::from_pathname(&path).expect("addr"),
+            ))),
+            watchdog,
+        };
+        let mut h = Harness {
+            kernel: kernel.clone(),
+            reports,
+            observer: setup.observer(),
+            snapshots: setup.snapshots(),
+            notify,
+            _dir: dir,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let guard = run_with(setup, kernel, io, async {
+            let _ = stopped.await;
+        });
+        let driver = async {
+            body(&mut h).await;
+            let _ = stop.send(());
+        };
+        let (result, ()) = tokio::join!(guard, driver);
+        result.expect("the loop ran");
+    }
+
+    fn restored(trigger: Trigger) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::DriftRestored { trigger: t, .. } if *t == trigger)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_restore_backs_off_to_5s_and_any_event_retries_it() {
+        let kernel = FakeKnobs::new("0");
+        kernel.refuse(true);
+        with_guard(Config::default(), kernel, None, None, async |h| {
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let attempts = h.kernel.attempts();
+            let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(attempts[0] - start < Duration::from_millis(1), "at start");
+            assert!(gaps.len() >= 6, "{gaps:?}");
+            assert!(
+                gaps.iter().all(|g| *g <= Duration::from_secs(5)),
+                "backoff capped at 5s: {gaps:?}"
+            );
+            assert_eq!(gaps[0], Duration::from_millis(100));
+            assert_eq!(
+                h.reports
+                    .count(|r| matches!(r, Report::RestoreFailed { .. })),
+                1
+            );
+            let snapshot = h.snapshots.borrow().clone();
+            assert!(
+                matches!(
+                    &snapshot.guards[0].degradations[..],
+                    [Degradation::CannotRestore { error }] if error.contains("CAP_NET_ADMIN")
+                ),
+                "{snapshot:?}"
+            );
+
+            // The capability comes back; the next event for the key restores at once, not
+            // at the next backoff retry.
+            h.kernel.refuse(false);
+            h.event("0").await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 1);
+            let snapshot = h.snapshots.borrow().clone();
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+            assert_eq!(snapshot.guards[0].state, KeyState::Holding);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timed_reread_restores_a_change_no_event_announced() {
+        let config = Config {
+            reread_interval: Duration::from_secs(30),
+            ..Config::default()
+        };
+        with_guard(config, FakeKnobs::new("1"), None, None, async |h| {
+            h.kernel.set("0");
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            assert_eq!(h.kernel.value(), "0", "nothing told the guard yet");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Reread)), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_is_reported_once_per_window_and_ends_after_a_quiet_one() {
+        with_guard(
+            Config::default(),
+            FakeKnobs::new("1"),
+            None,
+            None,
+            async |h| {
+                for _ in 0..20 {
+                    h.event("0").await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    assert_eq!(h.kernel.value(), "1", "restored every time");
+                }
+                let flapping = |r: &Report| matches!(r, Report::Flapping { .. });
+                let ended = |r: &Report| matches!(r, Report::FlappingEnded { drops: 20, .. });
+                assert_eq!(h.reports.count(flapping), 1);
+                // Restores before the episode are reported one by one, inside it counted.
+                assert_eq!(h.reports.count(restored(Trigger::Netconf)), 4);
+                tokio::time::sleep(Duration::from_secs(58)).await;
+                assert_eq!(h.reports.count(ended), 0, "the window is 60s");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                assert_eq!(h.reports.count(ended), 1);
+                let g = &h.snapshots.borrow().guards[0];
+                assert_eq!((g.restores, g.drops, g.flapping_episodes), (20, 20, 1));
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_pinged_from_the_loop_at_its_period() {
+        let period = Some(Duration::from_secs(10));
+        with_guard(
+            Config::default(),
+            FakeKnobs::new("1"),
+            None,
+            period,
+            async |h| {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let notes = h.notes();
+                assert!(
+                    notes[0].starts_with("READY=1\nSTATUS=guarding 1 key"),
+                    "{notes:?}"
+                );
+                let pings = notes.iter().filter(|n| *n == "WATCHDOG=1\n").count();
+                assert!((6..=7).contains(&pings), "{pings} pings in 60s: {notes:?}");
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outputs_nobody_reads_cost_messages_not_restores() {
+        // The journal's and the service manager's queues fill and stay full.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal");
+        let _journal = UnixDatagram::bind(&path).expect("bind");
+        let socket = JournalSocket::open(&path).expect("open");
+        let log: Box<dyn Sink> = Box::new(Journal(socket.clone()));
+        let config = Config {
+            flapping: crate::config::Flapping {
+                threshold: 1_000_000,
+                window: Duration::from_secs(1),
+            },
+            ..Config::default()
+        };
+        with_guard(config, FakeKnobs::new("1"), Some(log), None, async |h| {
+            for _ in 0..200 {
+                h.event("0").await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                assert_eq!(h.kernel.value(), "1");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.guards[0].restores, 200);
+            let lost = |name: &str| {
+                snapshot
+                    .output_losses
+                    .iter()
+                    .find(|l| l.output == name)
+                    .map_or(0, |l| l.dropped)
+            };
+            assert!(lost("journal") > 150, "{snapshot:?}");
+            // STATUS= was coalesced (the latest wins, at most every 100 ms): the service
+            // manager's queue of 10 never filled, and READY=1 is in it.
+            let notes = h.notes();
+            assert!(notes.len() <= 10, "{notes:?}");
+            assert!(notes[0].starts_with("READY=1\n"), "{notes:?}");
+            assert!(
+                notes.last().is_some_and(|n| n.contains("200 restores")),
+                "{notes:?}"
+            );
+        })
+        .await;
+        assert!(socket.dropped() > 150);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_keeps_the_running_config_when_its_file_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fwdguard.toml");
+        std::fs::write(
+            &path,
+            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n",
+        )
+        .expect("config");
+        let config = Config::load(&path).expect("valid");
+        // Started without -c, from the default file: `explicit` is None.
+        let setup = Setup::new(config.clone(), None, Box::new(Collect::default()));
+        let io = Io {
+            events: None,
+            requests: None,
+            netlink_error: None,
+            files: FileWatch::new().expect("inotify"),
+            notifier: Notifier::with(None),
+            watchdog: None,
+        };
+        let mut g = Guardian::start(setup, FakeKnobs::new("0"), io).await;
+        std::fs::remove_file(&path).expect("rm");
+        g.reload();
+        assert_eq!(g.config, config, "not the built-in restore");
+        assert!(
+            g.reload_error
+                .as_deref()
+                .is_some_and(|e| e.contains("No such file")),
+            "{:?}",
+            g.reload_error
+        );
+        assert_eq!(g.knobs.value(), "0", "alert still in force");
+    }
 }

@@ -464,8 +464,35 @@ fn a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running() {
             );
             d.wait_notify("READY=1", 5 * SECOND);
             d.wait_stderr(
-                "cannot restore net.ipv4.conf.all.forwarding to 1: write net.ipv4.conf.all.forwarding: Permission denied",
+                "cannot restore net.ipv4.conf.all.forwarding to 1: write net.ipv4.conf.all.forwarding: Permission denied (os error 13) (fwdguard lacks CAP_NET_ADMIN, which writing it needs)",
                 SECOND,
+            );
+            // Loud in STATUS= too, naming the key, the capability and the consequence.
+            let status = d.wait_notify_containing("DEGRADED", SECOND);
+            assert!(
+                status.contains("DEGRADED net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: Permission denied (os error 13) (fwdguard lacks CAP_NET_ADMIN, which writing it needs)); drops are reported but not undone"),
+                "{status}"
+            );
+            // And `fwdguard check`, run the same way, says so without a daemon.
+            let check = ns
+                .command("setpriv")
+                .expect("private")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                    BIN,
+                ])
+                .args(["check", "-c"])
+                .arg(d.config_path())
+                .output()
+                .expect("fwdguard check");
+            let text = String::from_utf8_lossy(&check.stdout);
+            assert_eq!(check.status.code(), Some(2), "{text}");
+            assert!(
+                text.contains("warning  net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: Permission denied (os error 13) (fwdguard lacks CAP_NET_ADMIN"),
+                "{text}"
             );
             assert!(
                 d.stderr().contains("ERROR"),
