@@ -644,3 +644,73 @@ fn a_stderr_pipe_nobody_reads_does_not_stop_the_restores() {
         },
     );
 }
+
+#[test]
+fn a_restore_keeps_its_descriptor_and_writes_straight_from_the_event() {
+    in_private_netns(
+        "a_restore_keeps_its_descriptor_and_writes_straight_from_the_event",
+        |ns| {
+            // strace(1) records the daemon's syscalls (CI installs it).
+            ns.write(ALL_FORWARDING, "1").expect("write");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let trace = dir.path().join("strace");
+            let trace_arg = trace.to_str().expect("utf-8").to_owned();
+            let mut d = Daemon::start_under(
+                &["strace", "-f", "-qq", "-o", &trace_arg, "--"],
+                &format!("flap-threshold = 1000000\n{}", forwarding_config("restore")),
+                |_, _| {},
+            );
+            d.wait_notify("READY=1", 10 * SECOND);
+            let restores = 50;
+            knock_and_wait(ns, restores);
+            std::thread::sleep(Duration::from_millis(100));
+            let text = std::fs::read_to_string(&trace).expect("strace output");
+            // Stop the daemon itself: strace would only detach from it.
+            let pid: i32 = text
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("pid in strace output");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).expect("kill");
+            d.wait_exit(5 * SECOND);
+
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("ERESTARTNOINTR"))
+                .collect();
+            let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+            let opens = count("/proc/sys/net/ipv4/conf/all/forwarding");
+            assert!(
+                opens <= 2,
+                "the key's file is opened once, not per restore: {opens} opens"
+            );
+            // The write comes straight after the datagram that announced the 0 (no drain, no
+            // read first), or after the read that confirms an event saying 1 and finds a 0.
+            let main = lines
+                .iter()
+                .find(|l| l.contains("pwrite64("))
+                .and_then(|l| l.split_whitespace().next())
+                .expect("a write");
+            let ours: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with(&format!("{main} ")))
+                .collect();
+            let mut straight = 0;
+            for (i, l) in ours.iter().enumerate() {
+                if l.contains("pwrite64(") {
+                    let before = ours[i - 1];
+                    if before.contains("NETCONFA_FORWARDING}, 0]") {
+                        straight += 1;
+                    } else {
+                        assert!(before.contains("pread64("), "before a write: {before}");
+                    }
+                }
+            }
+            assert!(
+                straight >= restores / 2,
+                "{straight} of {restores} writes straight after the event"
+            );
+        },
+    );
+}

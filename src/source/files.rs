@@ -11,6 +11,7 @@ use std::path::Path;
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 
 use crate::routing::GuardId;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// Whether a watch on `path` can be added (for `fwdguard check`).
@@ -45,7 +46,7 @@ impl FileWatch {
         // SAFETY: `Inotify` owns its descriptor: it stays open, and `as_raw_fd` returns the same
         // one, until the `Inotify` is dropped, which only happens with the `AsyncFd`.
         #[allow(unsafe_code)]
-        let inotify = unsafe { AsyncFd::register(inotify) }?;
+        let inotify = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }?;
         Ok(Self {
             inotify,
             guards: HashMap::new(),

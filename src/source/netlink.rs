@@ -16,6 +16,7 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, trace};
 
@@ -89,9 +90,10 @@ impl EventSocket {
         );
         // SAFETY: `netlink_sys::Socket` owns its descriptor: it stays open, and `as_raw_fd`
         // returns the same one, until the socket is dropped, which only happens with the
-        // `AsyncFd`.
+        // `AsyncFd`. Readable only: with EPOLLOUT in the interest set, every recv that frees
+        // queue space woke the loop once more for nothing.
         #[allow(unsafe_code)]
-        let socket = unsafe { AsyncFd::register(socket) }
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(|e| context("netlink event socket", e.into()))?;
         Ok(EventSocket {
             socket,
@@ -334,7 +336,7 @@ impl RequestSocket {
         // SAFETY: as for the event socket: the `Socket` owns its descriptor until it is
         // dropped, which only happens with the `AsyncFd`.
         #[allow(unsafe_code)]
-        let socket = unsafe { AsyncFd::register(socket) }
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(|e| context("netlink request socket", e.into()))?;
         Ok(RequestSocket {
             socket,
