@@ -714,3 +714,46 @@ fn a_restore_keeps_its_descriptor_and_writes_straight_from_the_event() {
         },
     );
 }
+
+#[test]
+fn a_watch_the_inotify_limit_refuses_is_a_warning_in_the_log_status_and_check() {
+    in_private_netns(
+        "a_watch_the_inotify_limit_refuses_is_a_warning_in_the_log_status_and_check",
+        |ns| {
+            // A user namespace of its own with no inotify watches allowed, as when
+            // fs.inotify.max_user_watches is used up. tcp_ecn sends no netconf event: inotify
+            // would be its quick signal.
+            let limited = [
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "--",
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/user/max_inotify_watches && exec \"$@\"",
+                "sh",
+            ];
+            ns.verify().expect("private");
+            let config = "reread-interval = \"1h\"\n[[guard]]\nkey = \"net.ipv4.tcp_ecn\"\nvalue = 2\naction = \"alert\"\n";
+            ns.write("/proc/sys/net/ipv4/tcp_ecn", "2").expect("write");
+            let mut d = Daemon::start_under(&limited, config, |_, _| {});
+            d.wait_notify("READY=1", 5 * SECOND);
+            let consequence = "net.ipv4.tcp_ecn: no inotify watch (No space left on device (os error 28): the inotify watch limit is reached (fs.inotify.max_user_watches)); writes to it are seen only by the timed re-read";
+            d.wait_stderr(consequence, SECOND);
+            let status = d.wait_notify_containing("DEGRADED", SECOND);
+            assert!(status.contains(consequence), "{status}");
+
+            let check = ns
+                .command(limited[0])
+                .expect("private")
+                .args(&limited[1..])
+                .args([BIN, "check", "-c"])
+                .arg(d.config_path())
+                .output()
+                .expect("fwdguard check");
+            let text = String::from_utf8_lossy(&check.stdout);
+            assert_eq!(check.status.code(), Some(1), "WARNING: {text}");
+            assert!(text.contains(&format!("warning  {consequence}")), "{text}");
+        },
+    );
+}
