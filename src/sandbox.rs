@@ -98,9 +98,10 @@ impl PrivateNetns {
     }
 }
 
-/// For tests: runs `body` on a new thread moved into a new network namespace, and checks
+/// For tests (feature `test-kit`): runs `body` on a new thread moved into a new network namespace, and checks
 /// afterwards that the host's `ip_forward` did not change. Needs root: without it the test
 /// fails when `CI=true`, and elsewhere is skipped with a visible `SKIPPED` line (`None`).
+#[cfg(any(test, feature = "test-kit"))]
 pub fn in_private_netns<R: Send + 'static>(
     test: &str,
     body: impl FnOnce(&PrivateNetns) -> R + Send + 'static,
