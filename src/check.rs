@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(out.exit_code(), EXIT_WARNING);
         let text = out.text();
         assert!(
-            text.starts_with("WARNING: 1 of 1 guarded keys hold their values, but 1 would be guarded less well than configured\n"),
+            text.starts_with("WARNING: 1 guarded key holds its value, but 1 would be guarded less well than configured\n"),
             "{text}"
         );
         assert!(
