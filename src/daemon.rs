@@ -1167,6 +1167,80 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_observation_from_another_task_rechecks_every_guard_and_carries_its_cause() {
+        with_guard(
+            Config::default(),
+            FakeKnobs::new("1"),
+            None,
+            None,
+            async |h| {
+                // A change no event announced; then a service job finishes (a D-Bus source).
+                h.kernel.set("0");
+                let cause = crate::observation::Cause::ServiceJob {
+                    unit: "network.service".into(),
+                    job: "restart".into(),
+                    result: "done".into(),
+                };
+                h.observer
+                    .send(Observation::all(Trigger::ServiceJob).with_cause(cause.clone()))
+                    .await
+                    .expect("loop running");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                assert_eq!(h.kernel.value(), "1");
+                let reports = h.reports.0.lock().expect("lock").clone();
+                match &reports[..] {
+                    [
+                        Report::DriftRestored {
+                            trigger,
+                            cause: Some(c),
+                            ..
+                        },
+                    ] => {
+                        assert_eq!(*trigger, Trigger::ServiceJob);
+                        assert_eq!(*c, cause);
+                        assert!(
+                            reports[0]
+                                .to_string()
+                                .ends_with("; cause: systemd restart of network.service (done)"),
+                            "{}",
+                            reports[0]
+                        );
+                        assert!(
+                            reports[0]
+                                .fields()
+                                .contains(&("FWDGUARD_UNIT", "network.service".into()))
+                        );
+                    }
+                    other => panic!("{other:?}"),
+                }
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_netlink_every_netconf_guard_is_degraded_in_the_snapshot() {
+        let reports = Collect::default();
+        let setup = Setup::new(Config::default(), None, Box::new(reports));
+        let snapshots = setup.snapshots();
+        let io = Io {
+            events: None,
+            requests: None,
+            netlink_error: Some("Operation not permitted (os error 1)".into()),
+            files: FileWatch::new().expect("inotify"),
+            notifier: Notifier::with(None),
+            watchdog: None,
+        };
+        let mut g = Guardian::start(setup, FakeKnobs::new("1"), io).await;
+        g.publish();
+        let status = snapshots.borrow().status_line();
+        assert!(
+            status.contains("DEGRADED net.ipv4.conf.all.forwarding: no netlink events (Operation not permitted (os error 1)); changes are seen only by inotify and the timed re-read"),
+            "{status}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn reload_keeps_the_running_config_when_its_file_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fwdguard.toml");

@@ -1,15 +1,21 @@
 //! fwdguard keeps sysctls, above all `net.ipv4.conf.all.forwarding`, at the value a Docker host
 //! needs, and restores or reports a drop within microseconds of the kernel making it.
 //!
-//! The code follows the data:
+//! The code follows the data: sources -> observations -> routing -> policy -> decisions ->
+//! actions (knob write, sinks) -> snapshot (STATUS=, check, metrics).
 //! - [`source`]: where observations come from: kernel netconf and link events over netlink,
 //!   inotify on `/proc/sys` files (the timed re-read lives in the daemon loop).
+//! - [`observation`]: what was seen and how, with the value an event carried and a cause.
+//! - [`routing`]: which guards (by [`routing::GuardId`]) a kernel event concerns. No I/O.
 //! - [`policy`]: the pure decisions: restore or alert, flapping, retry backoff. No I/O.
-//! - [`daemon`]: the loop that feeds observations to the policy and carries out its decisions.
+//! - [`daemon`]: the loop that feeds observations to the policy and carries out its decisions,
+//!   generic over the knob I/O ([`sysctl::Knobs`]).
+//! - [`snapshot`]: the guard's state as the loop publishes it.
 //! - [`sysctl`]: reading and writing the knobs; [`key`]: validated key names and how each can
 //!   be watched; [`value`]: values as the kernel prints them and the shapes keys can hold;
 //!   [`config`]: the TOML file.
-//! - [`report`]: what operators are told, with journal `MESSAGE_ID`s; [`systemd`]: sd_notify.
+//! - [`report`]: what operators are told, with journal `MESSAGE_ID`s; [`output`]: the journal,
+//!   stderr and sd_notify, none of which ever waits, and the sinks built from the configuration.
 //! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
 
