@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::{Action, Config, Guard};
+use crate::knob::{Access, Knobs, SysctlError, read_once};
 use crate::snapshot::Degradation;
-use crate::sysctl::{Access, Knobs, SysctlError, read_once};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_WARNING: u8 = 1;
@@ -192,7 +192,7 @@ mod tests {
     use super::*;
     use crate::config::{Action, Guard};
     use crate::key::SysctlKey;
-    use crate::sysctl::Op;
+    use crate::knob::Op;
     use crate::value::Value;
     use std::collections::HashMap;
     use std::io;

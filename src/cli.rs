@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::{self, Setup};
-use crate::sysctl::{ProcSys, read_once};
+use crate::knob::read_once;
+use crate::sysctl::ProcSys;
 use crate::value::Shape;
 use crate::{check, demo, logging};
 

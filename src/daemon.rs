@@ -15,6 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_unti
 
 use crate::config::{Action, Config, Origin};
 use crate::key::{Family, Watch};
+use crate::knob::{Access, Knobs, SysctlError};
 use crate::observation::{KernelEvent, Observation, Scope, Trigger};
 use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
@@ -23,7 +24,8 @@ use crate::routing::{GuardId, Routes};
 use crate::snapshot::{Degradation, GuardSnapshot, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
 use crate::source::netlink::{EventSocket, RequestSocket};
-use crate::sysctl::{Access, Knobs, ProcSys, SysctlError, Value};
+use crate::sysctl::ProcSys;
+use crate::value::Value;
 
 /// Events lost are reported at most this often; the re-read after each loss always happens.
 const EVENTS_LOST_REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -827,9 +829,9 @@ mod tests {
 
     use super::*;
     use crate::key::SysctlKey;
+    use crate::knob::Op;
     use crate::output::journal::{Journal, JournalSocket};
     use crate::snapshot::KeyState;
-    use crate::sysctl::Op;
 
     /// One knob, as a test wants it to behave.
     #[derive(Debug, Default)]

@@ -9,9 +9,10 @@
 //! - [`routing`]: which guards (by [`routing::GuardId`]) a kernel event concerns. No I/O.
 //! - [`policy`]: the pure decisions: restore or alert, flapping, retry backoff. No I/O.
 //! - [`daemon`]: the loop that feeds observations to the policy and carries out its decisions,
-//!   generic over the knob I/O ([`sysctl::Knobs`]).
+//!   generic over the knob I/O ([`knob::Knobs`]).
 //! - [`snapshot`]: the guard's state as the loop publishes it.
-//! - [`sysctl`]: reading and writing the knobs; [`key`]: validated key names and how each can
+//! - [`knob`]: the knob I/O as the pure core sees it; [`sysctl`]: the real knobs under
+//!   `/proc/sys`; [`key`]: validated key names and how each can
 //!   be watched; [`value`]: values as the kernel prints them and the shapes keys can hold;
 //!   [`config`]: the TOML file.
 //! - [`report`]: what operators are told, with journal `MESSAGE_ID`s; [`output`]: the journal,
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod key;
+pub mod knob;
 pub mod logging;
 pub mod observation;
 pub mod output;

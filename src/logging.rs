@@ -13,7 +13,8 @@ use tracing_subscriber::prelude::*;
 
 use crate::output::journal::{self, Journal, JournalLayer, JournalSocket};
 use crate::output::stderr;
-use crate::report::{LogSink, Sink};
+use crate::output::stderr::LogSink;
+use crate::report::Sink;
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{Action, Flapping, Guard};
+use crate::knob::SysctlError;
 use crate::observation::{Cause, Trigger};
 use crate::report::Report;
 use crate::snapshot::KeyState;
-use crate::sysctl::SysctlError;
 use crate::value::Value;
 
 /// The first retry after a failed restore comes this soon ...
@@ -411,7 +411,7 @@ impl GuardState {
 mod tests {
     use super::*;
     use crate::key::SysctlKey;
-    use crate::sysctl::Op;
+    use crate::knob::Op;
     use std::io;
 
     fn guard(action: Action) -> GuardState {

@@ -446,30 +446,6 @@ pub trait Sink: Send {
     fn flush(&mut self) {}
 }
 
-/// Reports as log lines through `tracing`: stderr when there is no journal.
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-impl Sink for LogSink {
-    fn name(&self) -> String {
-        "stderr".into()
-    }
-
-    fn dropped(&self) -> u64 {
-        crate::output::stderr::lost()
-    }
-
-    fn emit(&mut self, report: &Report) {
-        let key = report.key().map(ToString::to_string).unwrap_or_default();
-        let id = report.message_id();
-        match report.priority() {
-            Priority::Crit | Priority::Err => tracing::error!(message_id = id, key, "{report}"),
-            Priority::Warning => tracing::warn!(message_id = id, key, "{report}"),
-            Priority::Notice | Priority::Info => tracing::info!(message_id = id, key, "{report}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

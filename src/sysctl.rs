@@ -1,75 +1,13 @@
-//! Reading and writing sysctl values under `/proc/sys`, behind a trait so the daemon's loop can
-//! be tested without root: one descriptor kept per guarded key, pread/pwrite at offset 0.
+//! The real knobs: sysctl values under `/proc/sys`, one descriptor kept per guarded key,
+//! pread/pwrite at offset 0. The trait they implement is [`crate::knob::Knobs`].
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::key::SysctlKey;
-pub use crate::value::Value;
-
-/// What was being done when a sysctl access failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Read,
-    Write,
-}
-
-/// A failed sysctl access, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{} {key}: {source}", match .op { Op::Read => "read", Op::Write => "write" })]
-pub struct SysctlError {
-    pub op: Op,
-    pub key: SysctlKey,
-    #[source]
-    pub source: io::Error,
-}
-
-impl SysctlError {
-    /// The key does not exist on this host (IPv6 disabled, interface not there, module not loaded).
-    pub fn is_missing(&self) -> bool {
-        self.source.kind() == io::ErrorKind::NotFound
-    }
-
-    /// The write was refused for lack of privilege: the capability it takes, to name it.
-    /// `/proc/sys/net` answers EACCES or EPERM to a process without `CAP_NET_ADMIN` over the
-    /// network namespace; other keys want root.
-    pub fn missing_capability(&self) -> Option<&'static str> {
-        let refused = self.op == Op::Write && self.source.kind() == io::ErrorKind::PermissionDenied;
-        refused.then(|| {
-            if self.key.to_string().starts_with("net.") {
-                "CAP_NET_ADMIN"
-            } else {
-                "CAP_SYS_ADMIN"
-            }
-        })
-    }
-
-    /// The error as operators should read it: with the capability it lacks, if that is why.
-    pub fn describe(&self) -> String {
-        match self.missing_capability() {
-            Some(cap) => format!("{self} (fwdguard lacks {cap}, which writing it needs)"),
-            None => self.to_string(),
-        }
-    }
-}
-
-/// How a guard uses its key: a restoring guard writes it, an alerting one only reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    ReadWrite,
-}
-
-/// Access to the kernel's knobs, through a handle per guarded key.
-pub trait Knobs {
-    /// An open key.
-    type Knob: fmt::Debug;
-    fn open(&mut self, key: &SysctlKey, access: Access) -> Result<Self::Knob, SysctlError>;
-    fn read(&mut self, knob: &mut Self::Knob) -> Result<Value, SysctlError>;
-    fn write(&mut self, knob: &mut Self::Knob, value: &Value) -> Result<(), SysctlError>;
-}
+use crate::knob::{Access, Knobs, Op, SysctlError};
+use crate::value::Value;
 
 /// The real knobs, in the network namespace of the calling thread.
 #[derive(Debug, Default)]
@@ -162,15 +100,10 @@ impl Knobs for ProcSys {
     }
 }
 
-/// Reads a key once: open, read, close. For `check` and one-off reads.
-pub fn read_once(knobs: &mut impl Knobs, key: &SysctlKey) -> Result<Value, SysctlError> {
-    let mut knob = knobs.open(key, Access::Read)?;
-    knobs.read(&mut knob)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knob::read_once;
 
     #[test]
     fn errors_name_the_key_and_the_cause() {

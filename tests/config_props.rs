@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use fwdguard::config::{Config, Guard};
+use fwdguard::knob::{Op, SysctlError};
 use fwdguard::policy::GuardState;
 use fwdguard::report::{Report, Trigger};
-use fwdguard::sysctl::{Op, SysctlError};
 use fwdguard::value::Value;
 use proptest::prelude::*;
 use tokio::time::Instant;

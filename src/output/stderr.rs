@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
-use crate::report::Report;
+use crate::report::{Priority, Report, Sink};
 
 /// Lines that may wait for a slow reader before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -116,5 +116,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
 
     fn make_writer(&'a self) -> Line {
         Line::default()
+    }
+}
+
+/// Reports as log lines through `tracing`: stderr when there is no journal.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn name(&self) -> String {
+        "stderr".into()
+    }
+
+    fn dropped(&self) -> u64 {
+        lost()
+    }
+
+    fn emit(&mut self, report: &Report) {
+        let key = report.key().map(ToString::to_string).unwrap_or_default();
+        let id = report.message_id();
+        match report.priority() {
+            Priority::Crit | Priority::Err => tracing::error!(message_id = id, key, "{report}"),
+            Priority::Warning => tracing::warn!(message_id = id, key, "{report}"),
+            Priority::Notice | Priority::Info => tracing::info!(message_id = id, key, "{report}"),
+        }
     }
 }
