@@ -6,64 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::os::linux::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use common::*;
 use fwdguard::sandbox::in_private_netns;
-
-/// Parses a native-protocol datagram: `KEY=value\n`, or `KEY\n<u64 LE length><value>\n`.
-fn fields(mut datagram: &[u8]) -> HashMap<String, String> {
-    let mut fields = HashMap::new();
-    while let Some(end) = datagram.iter().position(|b| *b == b'=' || *b == b'\n') {
-        let name = String::from_utf8_lossy(&datagram[..end]).into_owned();
-        let value;
-        if datagram[end] == b'=' {
-            let rest = &datagram[end + 1..];
-            let stop = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-            value = &rest[..stop];
-            datagram = rest.get(stop + 1..).unwrap_or_default();
-        } else {
-            let rest = &datagram[end + 1..];
-            let len = u64::from_le_bytes(rest[..8].try_into().expect("length")) as usize;
-            value = &rest[8..8 + len];
-            datagram = rest.get(8 + len + 1..).unwrap_or_default();
-        }
-        fields.insert(name, String::from_utf8_lossy(value).into_owned());
-    }
-    fields
-}
-
-/// Starts the daemon in a private mount namespace where /run/systemd/journal/socket is the
-/// socket in `dir`, with stderr marked as a journal stream.
-fn start_under_journal(dir: &std::path::Path, config: &str) -> Daemon {
-    let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
-    let dir = dir.to_str().expect("utf-8 path").to_owned();
-    Daemon::start_under(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            mount_script,
-            &dir,
-        ],
-        config,
-        |cmd, stderr| {
-            // systemd sets JOURNAL_STREAM to the device and inode of the stream it hands
-            // the service as stderr; the stderr file stands in for it.
-            let meta = std::fs::metadata(stderr).expect("stderr");
-            cmd.env(
-                "JOURNAL_STREAM",
-                format!("{}:{}", meta.st_dev(), meta.st_ino()),
-            );
-        },
-    )
-}
 
 /// Fills a datagram socket's queue (`net.unix.max_dgram_qlen`), as a stalled journald's is.
 fn fill(path: &std::path::Path) {
@@ -77,7 +24,7 @@ fn drain(socket: &UnixDatagram) -> Vec<HashMap<String, String>> {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     while let Ok(n) = socket.recv(&mut buf) {
-        out.push(fields(&buf[..n]));
+        out.push(journal_fields(&buf[..n]));
     }
     out
 }
@@ -87,15 +34,14 @@ fn a_journal_full_from_the_start_does_not_stop_the_guard() {
     in_private_netns(
         "a_journal_full_from_the_start_does_not_stop_the_guard",
         |ns| {
-            let journal_dir = tempfile::tempdir().expect("tempdir");
-            let path = journal_dir.path().join("socket");
-            let journal = UnixDatagram::bind(&path).expect("bind");
+            let journal = FakeJournal::bind();
             journal
+                .socket
                 .set_read_timeout(Some(Duration::from_millis(50)))
                 .expect("timeout");
-            fill(&path);
+            fill(&journal.path());
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = start_under_journal(journal_dir.path(), &forwarding_config("restore"));
+            let mut d = journal.start_daemon(&forwarding_config("restore"));
             // Fixed at start and READY although every journal entry so far was dropped.
             d.wait_notify("READY=1", Duration::from_secs(5));
             assert_eq!(read(ALL_FORWARDING), "1");
@@ -114,7 +60,7 @@ fn a_journal_full_from_the_start_does_not_stop_the_guard() {
                         == Some("d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47")
                 })
             {
-                entries.extend(drain(&journal));
+                entries.extend(drain(&journal.socket));
             }
             let lost = entries
                 .iter()
@@ -138,13 +84,9 @@ fn reports_are_native_journal_entries_with_message_ids() {
     in_private_netns(
         "reports_are_native_journal_entries_with_message_ids",
         |ns| {
-            let journal_dir = tempfile::tempdir().expect("tempdir");
-            let journal = UnixDatagram::bind(journal_dir.path().join("socket")).expect("bind");
-            journal
-                .set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("timeout");
+            let journal = FakeJournal::bind();
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = start_under_journal(journal_dir.path(), &forwarding_config("restore"));
+            let mut d = journal.start_daemon(&forwarding_config("restore"));
             d.wait_notify("READY=1", Duration::from_secs(5));
             ns.write(ALL_FORWARDING, "0").expect("write");
             wait_for("restore", Duration::from_secs(1), || {
@@ -156,8 +98,8 @@ fn reports_are_native_journal_entries_with_message_ids() {
             let start = Instant::now();
             let mut buf = vec![0u8; 65536];
             while restored.len() < 2 && start.elapsed() < Duration::from_secs(2) {
-                if let Ok(n) = journal.recv(&mut buf) {
-                    let f = fields(&buf[..n]);
+                if let Ok(n) = journal.socket.recv(&mut buf) {
+                    let f = journal_fields(&buf[..n]);
                     if f.get("MESSAGE_ID").map(String::as_str)
                         == Some("3755efd96d564517beeea6434c76615e")
                     {

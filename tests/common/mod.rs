@@ -206,3 +206,94 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// A journal of the test's own: a datagram socket that the daemon finds at
+/// `/run/systemd/journal/socket`, in a private mount namespace, with its stderr marked as a
+/// journal stream the way systemd marks it (`JOURNAL_STREAM=DEV:INODE`). Reports then go to
+/// this socket as native journal entries, as under systemd.
+pub struct FakeJournal {
+    dir: tempfile::TempDir,
+    pub socket: UnixDatagram,
+}
+
+impl FakeJournal {
+    pub fn bind() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = UnixDatagram::bind(dir.path().join("socket")).expect("bind journal socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        Self { dir, socket }
+    }
+
+    /// Where the socket is bound.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("socket")
+    }
+
+    /// Starts `fwdguard run` with `config`, seeing this socket as the system journal. Needs
+    /// root (a private mount namespace).
+    pub fn start_daemon(&self, config: &str) -> Daemon {
+        let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
+        let dir = self.dir.path().to_str().expect("utf-8 path");
+        Daemon::start_under(
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                mount_script,
+                dir,
+            ],
+            config,
+            |cmd, stderr| {
+                use std::os::linux::fs::MetadataExt;
+                // systemd sets JOURNAL_STREAM to the device and inode of the stream it hands
+                // the service as stderr; the stderr file stands in for it.
+                let meta = std::fs::metadata(stderr).expect("stderr");
+                cmd.env(
+                    "JOURNAL_STREAM",
+                    format!("{}:{}", meta.st_dev(), meta.st_ino()),
+                );
+            },
+        )
+    }
+}
+
+/// Parses a native-protocol journal datagram: `KEY=value\n`, or
+/// `KEY\n<u64 LE length><value>\n`.
+pub fn journal_fields(mut datagram: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while let Some(end) = datagram.iter().position(|b| *b == b'=' || *b == b'\n') {
+        let name = String::from_utf8_lossy(&datagram[..end]).into_owned();
+        let value;
+        if datagram[end] == b'=' {
+            let rest = &datagram[end + 1..];
+            let stop = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            value = &rest[..stop];
+            datagram = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let rest = &datagram[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("length")) as usize;
+            value = &rest[8..8 + len];
+            datagram = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+        fields.insert(name, String::from_utf8_lossy(value).into_owned());
+    }
+    fields
+}
+
+/// A field of `/proc/PID/status` in kB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
