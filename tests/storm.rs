@@ -54,7 +54,8 @@ fn slow_reader(
         let mut entries = Vec::new();
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = journal.socket.recv(&mut buf) {
+            // tracing-journald sends an empty datagram at start to probe the socket.
+            if let Ok(n @ 1..) = journal.socket.recv(&mut buf) {
                 let f = journal_fields(&buf[..n]);
                 entries.push(
                     f.get("MESSAGE")
