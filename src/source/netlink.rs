@@ -841,3 +841,73 @@ mod tests {
         });
     }
 }
+
+/// Hostile datagrams: whatever the event socket receives, decoding it into events never
+/// panics, and a broken message costs only itself and what follows it in its datagram.
+#[cfg(test)]
+mod hostile_datagrams {
+    use proptest::prelude::*;
+
+    use super::super::netconf::captured::{self, bytes};
+    use super::super::netconf::hostile_input::{captured_messages, mutated};
+    use super::*;
+    use crate::observation::NetconfValues;
+
+    /// Messages laid out as the kernel packs them: each padded to a multiple of 4.
+    fn datagram(messages: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in messages {
+            out.extend_from_slice(m);
+            out.resize(out.len().next_multiple_of(4), 0);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn any_datagram_decodes_without_panic(raw in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut out = Vec::new();
+            decode_events(&raw, &mut out);
+        }
+
+    }
+
+    proptest! {
+        // Each case builds up to eight messages: fewer cases for the same time.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn datagrams_of_mutated_kernel_messages_decode_without_panic(
+            messages in prop::collection::vec(mutated(), 1..6),
+            intact in prop::collection::vec(0..captured_messages().len(), 0..3),
+        ) {
+            let all = captured_messages();
+            let mut mixed = messages;
+            mixed.extend(intact.into_iter().map(|i| all[i].clone()));
+            let mut out = Vec::new();
+            decode_events(&datagram(&mixed), &mut out);
+        }
+
+        /// The first message of a datagram (the kernel's `all` event of a drop) counts
+        /// whatever garbage follows it.
+        #[test]
+        fn a_good_message_counts_whatever_follows_it(bad in mutated()) {
+            let good = bytes(captured::NEWNETCONF_V4_ALL_FORWARDING_1);
+            let mut out = Vec::new();
+            decode_events(&datagram(&[good, bad]), &mut out);
+            prop_assert_eq!(
+                out.first(),
+                Some(&KernelEvent::Netconf {
+                    family: Family::Ipv4,
+                    device: Device::All,
+                    values: NetconfValues {
+                        forwarding: Some(1),
+                        ..NetconfValues::default()
+                    },
+                })
+            );
+        }
+    }
+}
