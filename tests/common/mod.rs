@@ -296,4 +296,46 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+
+/// A cgroup v2 child the test creates (and removes): the only kind of cgroup a test may attach
+/// a BPF program to.
+pub struct TestCgroup {
+    /// Absolute path of the directory.
+    pub path: PathBuf,
+    /// Path relative to the cgroup2 root, `/fwdguard-test-...`.
+    pub relative: String,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root = fwdguard::bpf::cgroup::cgroup2_mount_point(&mountinfo)
+            .expect("cgroup2 is mounted (hybrid: /sys/fs/cgroup/unified)");
+        let name = format!("fwdguard-test-{}-{tag}", std::process::id());
+        let path = root.join(&name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self {
+            path,
+            relative: format!("/{name}"),
+        }
+    }
+
+    /// Pids in it now.
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Its processes have exited or are exiting; rmdir fails (EBUSY) until they are gone.
+        let start = Instant::now();
+        while std::fs::remove_dir(&self.path).is_err() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
