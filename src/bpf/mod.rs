@@ -109,6 +109,8 @@ pub enum HookError {
     Attach { path: String, error: io::Error },
     #[error("cannot map the BPF ring buffer: {0}")]
     Map(#[source] io::Error),
+    #[error("cannot start the hook's event reader: {0}")]
+    Reader(#[source] io::Error),
     #[error("the start-up probe could not run: {0}")]
     ProbeFailed(String),
     #[error(
@@ -249,6 +251,8 @@ pub struct Attachment {
 pub struct Hook {
     _link: OwnedFd,
     _prog: OwnedFd,
+    /// The attach point and the hierarchy ids are resolved in (kept open: see `attach`).
+    _dirs: (OwnedFd, Option<cgroup::Root>),
     pub attachment: Attachment,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
@@ -344,37 +348,14 @@ impl Hook {
         options: &Options,
         on_attempt: impl FnMut(Attempt) + Send + 'static,
     ) -> Result<Self, HookError> {
-        let rules = rules_for(targets);
-        if rules.is_empty() {
-            return Err(HookError::NoRules);
-        }
-        let offsets = btf::task_offsets().map_err(HookError::Btf)?;
-        let netns = own_netns().map_err(HookError::Netns)?;
-        let (dir, path, root, private_mount) = match &options.cgroup {
-            Some(p) => {
-                let dir = cgroup::Root::open_dir(p).map_err(|error| HookError::Cgroup {
-                    path: p.display().to_string(),
-                    error,
-                })?;
-                (dir, p.clone(), false, false)
-            }
-            None => {
-                let r = cgroup::Root::find().map_err(|error| HookError::Cgroup {
-                    path: "the cgroup2 root".into(),
-                    error,
-                })?;
-                (r.dir, r.path, true, r.private)
-            }
-        };
-        if rules.iter().any(|(r, _)| r.mode == Mode::Prevent) {
-            probe(&dir, &path, !root, options.fault)?;
-        }
-        let spec = Spec {
-            rules: rules.iter().map(|(r, _)| r.clone()).collect(),
-            netns,
-            offsets,
-            fault: options.fault,
-        };
+        let Prepared {
+            rules,
+            spec,
+            dir,
+            path,
+            root,
+            private_mount,
+        } = prepare(targets, options)?;
         let Loaded { prog, ring } = load(&spec, "fwdguard", RING_SIZE)?;
         let link =
             sys::link_create(prog.as_fd(), dir.as_fd()).map_err(|error| HookError::Attach {
@@ -385,29 +366,91 @@ impl Hook {
         let names: Vec<(String, usize)> = rules.iter().map(|(r, i)| (r.name.clone(), *i)).collect();
         let mut covered: Vec<usize> = names.iter().map(|(_, i)| *i).collect();
         covered.dedup();
-        let resolve_root = match &options.cgroup {
-            // Ids resolve against the whole hierarchy, even when attached lower.
-            Some(_) => cgroup::Root::find()
-                .map(|r| r.path)
-                .unwrap_or_else(|_| path.clone()),
-            None => path.clone(),
+        // Ids resolve against the whole hierarchy, even when attached lower. A private mount's
+        // path is /proc/self/fd/N: its descriptor is kept as long as the reader runs.
+        let whole = match &options.cgroup {
+            Some(_) => cgroup::Root::find().ok(),
+            None => None,
         };
+        let resolve_root = whole
+            .as_ref()
+            .map_or_else(|| path.clone(), |r| r.path.clone());
         let reader = spawn_reader(ring, names, resolve_root, stop.clone(), on_attempt)
-            .map_err(|e| HookError::ProbeFailed(format!("cannot start the event reader: {e}")))?;
+            .map_err(HookError::Reader)?;
         Ok(Self {
             _link: link,
             _prog: prog,
+            _dirs: (dir, whole),
             attachment: Attachment {
                 root,
                 private_mount,
                 path,
-                netns,
+                netns: spec.netns,
                 covered,
             },
             stop,
             reader: Some(reader),
         })
     }
+}
+
+/// Everything [`Hook::attach`] needs, checked, and the start-up probe passed.
+struct Prepared {
+    rules: Vec<(Rule, usize)>,
+    spec: Spec,
+    dir: OwnedFd,
+    path: PathBuf,
+    root: bool,
+    private_mount: bool,
+}
+
+fn prepare(targets: &[Target], options: &Options) -> Result<Prepared, HookError> {
+    let rules = rules_for(targets);
+    if rules.is_empty() {
+        return Err(HookError::NoRules);
+    }
+    let offsets = btf::task_offsets().map_err(HookError::Btf)?;
+    let netns = own_netns().map_err(HookError::Netns)?;
+    let (dir, path, root, private_mount) = match &options.cgroup {
+        Some(p) => {
+            let dir = cgroup::Root::open_dir(p).map_err(|error| HookError::Cgroup {
+                path: p.display().to_string(),
+                error,
+            })?;
+            (dir, p.clone(), false, false)
+        }
+        None => {
+            let r = cgroup::Root::find().map_err(|error| HookError::Cgroup {
+                path: "the cgroup2 root".into(),
+                error,
+            })?;
+            (r.dir, r.path, true, r.private)
+        }
+    };
+    if rules.iter().any(|(r, _)| r.mode == Mode::Prevent) {
+        probe(&dir, &path, !root, options.fault)?;
+    }
+    let spec = Spec {
+        rules: rules.iter().map(|(r, _)| r.clone()).collect(),
+        netns,
+        offsets,
+        fault: options.fault,
+    };
+    Ok(Prepared {
+        rules,
+        spec,
+        dir,
+        path,
+        root,
+        private_mount,
+    })
+}
+
+/// Whether the hook could be attached for `targets` here and now, without attaching it: the
+/// same checks, the same start-up probe and the same program load (`fwdguard check`).
+pub fn preflight(targets: &[Target], options: &Options) -> Result<(), HookError> {
+    let prepared = prepare(targets, options)?;
+    load(&prepared.spec, "fwdguard_check", 4096).map(drop)
 }
 
 fn spawn_reader(
