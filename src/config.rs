@@ -25,6 +25,11 @@ pub enum Action {
     Restore,
     /// Report only; report again when the value comes back.
     Alert,
+    /// Keep the value from changing at all: a BPF cgroup/sysctl hook replaces a write through
+    /// `/proc/sys` that would move the key with the wanted value, and names the writer. Where
+    /// the hook cannot be used, the same as `restore` (said once). `restore` stays the net
+    /// for changes the hook cannot see (netlink `RTM_SETLINK`).
+    Prevent,
 }
 
 impl Action {
@@ -32,7 +37,13 @@ impl Action {
         match self {
             Action::Restore => "restore",
             Action::Alert => "alert",
+            Action::Prevent => "prevent",
         }
+    }
+
+    /// Whether a drop that happens anyway is written back (`prevent` falls back to restoring).
+    pub fn restores(self) -> bool {
+        matches!(self, Action::Restore | Action::Prevent)
     }
 }
 
@@ -343,7 +354,10 @@ impl Config {
                 .unwrap_or(Shape::Text);
             let want = shape
                 .value(raw_value)
-                .map_err(|e| invalid(Some(value_span), format!("{key}: {e}")))?;
+                .map_err(|e| invalid(Some(value_span.clone()), format!("{key}: {e}")))?;
+            if g.action == Action::Prevent {
+                prevent_fits(&key, &want).map_err(|e| invalid(Some(value_span), e))?;
+            }
             guards.push(Guard {
                 key,
                 want,
@@ -358,6 +372,11 @@ impl Config {
             flapping: Flapping { threshold, window },
             guards,
         })
+    }
+
+    /// Guards whose action is `prevent`.
+    pub fn prevented(&self) -> impl Iterator<Item = &Guard> {
+        self.guards.iter().filter(|g| g.action == Action::Prevent)
     }
 
     /// What `fwdguard run` uses without `-c`: the default file if it exists, else the built-in
@@ -429,6 +448,25 @@ fn read_regular_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+/// What the hook can replace: one integer, a `/proc/sys` name of at most 63 bytes.
+fn prevent_fits(key: &SysctlKey, want: &Value) -> Result<(), String> {
+    if want.as_str().trim().parse::<i64>().is_err() {
+        return Err(format!(
+            "{key}: action \"prevent\" needs a value that is one integer (the hook writes it in place of a write), not {:?}; use \"restore\"",
+            want.as_str()
+        ));
+    }
+    let path = key.proc_path();
+    let name = path.strip_prefix("/proc/sys").unwrap_or(&path);
+    if name.as_os_str().len() > crate::bpf::program::NAME_MAX + 1 {
+        return Err(format!(
+            "{key}: action \"prevent\" works for keys up to {} bytes under /proc/sys; use \"restore\"",
+            crate::bpf::program::NAME_MAX
+        ));
+    }
+    Ok(())
+}
+
 /// 1-based line and column of byte offset `at`, and that line with a caret under the column.
 fn locate(text: &str, at: usize) -> (usize, usize, String) {
     let at = at.min(text.len());
@@ -491,6 +529,29 @@ action = "alert"
         assert_eq!(c.guards[0].action, Action::Restore);
         assert_eq!(c.guards[1].want, Value::new("1"));
         assert_eq!(c.guards[1].action, Action::Alert);
+    }
+
+    #[test]
+    fn prevent_needs_one_integer_and_a_short_name() {
+        let c = parse(
+            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"prevent\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.guards[0].action, Action::Prevent);
+        assert!(c.guards[0].action.restores());
+        assert_eq!(c.prevented().count(), 1);
+        let e = parse(
+            "[[guard]]\nkey = \"net.ipv4.ip_local_port_range\"\nvalue = \"1024 65000\"\naction = \"prevent\"\n",
+        )
+        .expect_err("two integers");
+        let text = e.to_string();
+        assert!(text.contains(":3:9: net.ipv4.ip_local_port_range: action \"prevent\" needs a value that is one integer"), "{text}");
+        let long = format!("net.ipv4.conf.{}.forwarding", "x".repeat(15));
+        let e = parse(&format!(
+            "[[guard]]\nkey = \"{long}\"\nvalue = \"1\"\naction = \"prevent\"\n"
+        ));
+        // Interface names are at most 15 bytes, so every forwarding key fits.
+        assert!(e.is_ok(), "{e:?}");
     }
 
     #[test]
@@ -563,7 +624,7 @@ action = "alert"
             ),
             (
                 "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"fix\"\n",
-                "test.toml:4:10: unknown variant `fix`, expected `restore` or `alert`",
+                "test.toml:4:10: unknown variant `fix`, expected one of `restore`, `alert`, `prevent`",
             ),
             (
                 "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n",

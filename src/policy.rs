@@ -243,7 +243,7 @@ impl GuardState {
         // Every observation of a wrong value restores, even while a backoff runs: an event
         // for the key is cheap to answer, and may come just after the cause of a refusal was
         // fixed. The backoff timer covers the case without events.
-        d.restore = self.guard.action == Action::Restore;
+        d.restore = self.guard.action.restores();
         d
     }
 

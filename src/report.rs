@@ -388,7 +388,7 @@ impl Report {
                 "{key} is flapping: knocked down {drops} times within {}; still {}, single drops not reported until it calms down",
                 humantime::format_duration(*window),
                 match action {
-                    Action::Restore => "restoring",
+                    Action::Restore | Action::Prevent => "restoring",
                     Action::Alert => "alerting",
                 }
             ),
