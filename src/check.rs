@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{Action, Config, Guard};
+use crate::config::{Config, Guard};
 use crate::knob::{Access, Knobs, SysctlError, read_once};
 use crate::snapshot::Degradation;
 
@@ -139,7 +139,7 @@ pub fn check(
         .iter()
         .map(|g| {
             let mut degradations = environment(g);
-            if g.action == Action::Restore
+            if g.action.restores()
                 && let Err(e) = knobs.open(&g.key, Access::ReadWrite)
                 && (e.missing_capability().is_some()
                     || e.source.raw_os_error() == Some(libc::EROFS))

@@ -772,7 +772,7 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
     let key = &g.state.guard.key;
     let (knob, writable) = match g.state.guard.action {
         Action::Alert => (knobs.open(key, Access::Read)?, false),
-        Action::Restore => match knobs.open(key, Access::ReadWrite) {
+        Action::Restore | Action::Prevent => match knobs.open(key, Access::ReadWrite) {
             Ok(k) => (k, true),
             Err(e) if refusal(&e) => {
                 let knob = knobs.open(key, Access::Read)?;
