@@ -177,7 +177,19 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
             return check::EXIT_UNKNOWN;
         }
     };
-    let outcome = check::check(&config, &mut ProcSys::default(), &mut crate::source::probe);
+    // Whether `prevent` would be in force: the daemon's own checks, probe and program load,
+    // in this process (which may lack the daemon's privileges, and then says so).
+    let no_prevent = prevent_unavailable(&config);
+    let mut environment = |g: &crate::config::Guard| {
+        let mut found = crate::source::probe(g);
+        if let (Some(error), crate::config::Action::Prevent) = (&no_prevent, g.action) {
+            found.push(crate::snapshot::Degradation::NoPrevent {
+                error: error.clone(),
+            });
+        }
+        found
+    };
+    let outcome = check::check(&config, &mut ProcSys::default(), &mut environment);
     if json {
         match serde_json::to_string_pretty(&outcome) {
             Ok(s) => println!("{s}"),
@@ -190,6 +202,24 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
         print!("{}", outcome.text());
     }
     outcome.exit_code()
+}
+
+/// Why the BPF hook could not keep the `prevent` keys of `config` here, if it could not.
+fn prevent_unavailable(config: &Config) -> Option<String> {
+    let targets: Vec<crate::bpf::Target> = config
+        .prevented()
+        .map(|g| crate::bpf::Target {
+            name: g.key.proc_name(),
+            want: g.want.to_string(),
+            mode: crate::bpf::Mode::Prevent,
+        })
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    crate::bpf::Options::from_env()
+        .and_then(|o| crate::bpf::preflight(&targets, &o).map_err(|e| e.to_string()))
+        .err()
 }
 
 fn config_check(file: &Path) -> u8 {

@@ -13,10 +13,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
+use crate::bpf::{self, Hook};
 use crate::config::{Action, Config, Origin};
+use crate::key::SysctlKey;
 use crate::key::{Family, Watch};
 use crate::knob::{Access, Knobs, SysctlError};
-use crate::observation::{KernelEvent, Observation, Scope, Trigger};
+use crate::observation::{Cause, KernelEvent, Observation, Scope, Trigger};
 use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
 use crate::report::{Report, Sink};
@@ -91,6 +93,8 @@ pub enum DaemonError {
     Inotify(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("{0}")]
+    HookOptions(String),
 }
 
 /// The loop's connections to the kernel and the service manager, apart from the knobs.
@@ -105,6 +109,8 @@ pub struct Io {
     pub notifier: Notifier,
     /// Ping the watchdog this often.
     pub watchdog: Option<Duration>,
+    /// Where to attach the BPF sysctl hook; `None`: no hook (loop tests over knob doubles).
+    pub hook: Option<bpf::Options>,
 }
 
 impl Io {
@@ -141,6 +147,7 @@ impl Io {
             files: FileWatch::new().map_err(DaemonError::Inotify)?,
             notifier: Notifier::from_env(),
             watchdog: output::notify::watchdog_interval(),
+            hook: Some(bpf::Options::from_env().map_err(DaemonError::HookOptions)?),
         })
     }
 }
@@ -278,6 +285,8 @@ struct Guarded<N> {
     /// Opening for writing was refused just now, while opening to read: the restore that
     /// follows reports it rather than asking the kernel again.
     refused: Option<SysctlError>,
+    /// Writes the BPF hook replaced.
+    writes_replaced: u64,
 }
 
 /// The guarded keys and everything needed to keep them right.
@@ -311,6 +320,19 @@ struct Guardian<K: Knobs> {
     last_report: Option<String>,
     reload_error: Option<String>,
     routed: Vec<(GuardId, Observation)>,
+    hook: HookState,
+}
+
+/// The BPF sysctl hook as the loop keeps it: rebuilt on a reload that changes what it guards.
+#[derive(Debug, Default)]
+struct HookState {
+    /// `None`: never attach (loop tests).
+    options: Option<bpf::Options>,
+    hook: Option<Hook>,
+    /// What the hook was last built for, attached or not.
+    targets: Vec<bpf::Target>,
+    /// Why `prevent` is not in force, if it is not.
+    prevent_error: Option<String>,
 }
 
 impl<K: Knobs> Guardian<K> {
@@ -342,6 +364,10 @@ impl<K: Knobs> Guardian<K> {
             last_report: None,
             reload_error: None,
             routed: Vec::new(),
+            hook: HookState {
+                options: io.hook,
+                ..HookState::default()
+            },
             config: config.clone(),
         };
         // The interface table before the first reconcile, so per-interface events route.
@@ -382,6 +408,7 @@ impl<K: Knobs> Guardian<K> {
                     writable: false,
                     no_watch: None,
                     refused: None,
+                    writes_replaced: 0,
                 },
             );
         }
@@ -408,6 +435,7 @@ impl<K: Knobs> Guardian<K> {
         }
         self.sinks = output::configured_sinks(&config);
         self.config = config;
+        self.install_hook();
         self.files.clear();
         self.refresh_file_watches();
         self.reconcile_all(&Observation::all(trigger));
@@ -574,12 +602,121 @@ impl<K: Knobs> Guardian<K> {
         }
     }
 
-    /// An observation another task sent in.
+    /// An observation another task sent in. A write the BPF hook saw is reported with its
+    /// writer first; then the key is checked as after any event.
     fn on_observation(&mut self, observation: Observation) {
         tracing::debug!(?observation, "observation");
         for id in self.routes.resolve(&observation.scope) {
+            if let (Some(Cause::Writer(writer)), Some(g)) =
+                (&observation.cause, self.guards.get_mut(&id))
+            {
+                let guard = &g.state.guard;
+                let report = if writer.replaced {
+                    g.writes_replaced += 1;
+                    Report::WriteReplaced {
+                        key: guard.key.clone(),
+                        want: guard.want.clone(),
+                        writer: writer.clone(),
+                    }
+                } else {
+                    Report::WriteSeen {
+                        key: guard.key.clone(),
+                        want: guard.want.clone(),
+                        action: guard.action,
+                        writer: writer.clone(),
+                    }
+                };
+                self.emit(report);
+            }
             self.reconcile(id, &observation);
         }
+    }
+
+    /// Attaches the BPF sysctl hook for the configuration in force: `prevent` keys are
+    /// replaced, the others' writers named. Kept as it is when the guarded keys and values
+    /// did not change; a new hook is attached before the old one goes, so there is no gap.
+    /// What cannot be had is said once: `prevent` then restores.
+    fn install_hook(&mut self) {
+        let Some(options) = self.hook.options.clone() else {
+            return;
+        };
+        let keys: Vec<SysctlKey> = self.config.guards.iter().map(|g| g.key.clone()).collect();
+        let targets: Vec<bpf::Target> = self
+            .config
+            .guards
+            .iter()
+            .map(|g| bpf::Target {
+                name: g.key.proc_name(),
+                want: g.want.to_string(),
+                mode: match g.action {
+                    Action::Prevent => bpf::Mode::Prevent,
+                    Action::Restore | Action::Alert => bpf::Mode::Audit,
+                },
+            })
+            .collect();
+        if targets == self.hook.targets {
+            return;
+        }
+        let prevented: Vec<SysctlKey> = self.config.prevented().map(|g| g.key.clone()).collect();
+        let observer = self._observer.clone();
+        let send = move |a: bpf::Attempt| {
+            if let Some(key) = keys.get(a.target) {
+                // Never waits: a full queue loses the report, not the replacement.
+                let _ = observer.try_send(
+                    Observation::key(key.clone(), Trigger::Writer)
+                        .with_cause(Cause::Writer(Box::new(a.writer))),
+                );
+            }
+        };
+        let (hook, prevent_error) = match Hook::attach(&targets, &options, send.clone()) {
+            Ok(h) => (Some(h), None),
+            Err(e) if !prevented.is_empty() => {
+                // Without the replacement, writers can still be named where only it failed.
+                let audit: Vec<bpf::Target> = targets
+                    .iter()
+                    .map(|t| bpf::Target {
+                        mode: bpf::Mode::Audit,
+                        ..t.clone()
+                    })
+                    .collect();
+                let hook = if e.audit_still_possible() {
+                    Hook::attach(&audit, &options, send).ok()
+                } else {
+                    None
+                };
+                (hook, Some(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!("writers of the guarded keys cannot be named: {e}");
+                (None, None)
+            }
+        };
+        if let Some(h) = &hook {
+            let a = &h.attachment;
+            let prevent = if prevent_error.is_none() {
+                prevented.len()
+            } else {
+                0
+            };
+            self.emit(Report::HookAttached {
+                cgroup: hook_place(a),
+                netns: a.netns,
+                prevent,
+                audit: a.covered.len().saturating_sub(prevent),
+            });
+        }
+        if let Some(error) = &prevent_error {
+            self.emit(Report::PreventUnavailable {
+                keys: prevented,
+                error: error.clone(),
+                writers_named: hook.is_some(),
+            });
+        }
+        // The new hook is attached: the old one may go.
+        self.hook.hook = hook;
+        self.hook.targets = targets;
+        self.hook.prevent_error = prevent_error;
+        self.changed = true;
     }
 
     /// Watches the files of keys without netconf events (of all keys, without netlink). A key
@@ -715,6 +852,11 @@ impl<K: Knobs> Guardian<K> {
                         error: error.to_owned(),
                     });
                 }
+                if let (Some(error), Action::Prevent) = (&self.hook.prevent_error, guard.action) {
+                    degradations.push(Degradation::NoPrevent {
+                        error: error.clone(),
+                    });
+                }
                 GuardSnapshot {
                     id: *id,
                     key: guard.key.to_string(),
@@ -726,6 +868,7 @@ impl<K: Knobs> Guardian<K> {
                     drops: g.state.drops,
                     failed_restores: g.state.failed_restores,
                     flapping_episodes: g.state.flapping_episodes,
+                    writes_replaced: g.writes_replaced,
                     degradations,
                 }
             })
@@ -747,8 +890,24 @@ impl<K: Knobs> Guardian<K> {
             output_losses,
             reload_error: self.reload_error.clone(),
             last_report: self.last_report.clone(),
+            hook: self.hook.hook.as_ref().map(|h| hook_place(&h.attachment)),
         }
     }
+}
+
+/// Where the hook is, as STATUS= and the journal say it.
+fn hook_place(a: &bpf::Attachment) -> String {
+    let mut s = a.path.display().to_string();
+    if a.private_mount {
+        s.push_str(" (cgroup2 mounted privately: a cgroup v1 host)");
+    }
+    if !a.root {
+        s.push_str(&format!(
+            " (not the cgroup2 root: only processes below it, set by {})",
+            bpf::ATTACH_ENV
+        ));
+    }
+    s
 }
 
 /// Reads the key through its kept descriptor, opening it first if needed. A restoring guard
@@ -985,6 +1144,7 @@ mod tests {
                 SocketAddr::from_pathname(&path).expect("addr"),
             ))),
             watchdog,
+            hook: None,
         };
         let mut h = Harness {
             kernel: kernel.clone(),
@@ -1261,6 +1421,7 @@ mod tests {
             files: FileWatch::new().expect("inotify"),
             notifier: Notifier::with(None),
             watchdog: None,
+            hook: None,
         };
         let mut g = Guardian::start(setup, FakeKnobs::new("0"), io).await;
         std::fs::remove_file(&path).expect("rm");

@@ -176,6 +176,15 @@ impl SysctlKey {
     }
 
     /// The file that holds the value.
+    /// The name relative to `/proc/sys`, with `/`: `net/ipv4/conf/all/forwarding`.
+    pub fn proc_name(&self) -> String {
+        let path = self.proc_path();
+        path.strip_prefix("/proc/sys")
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
     pub fn proc_path(&self) -> PathBuf {
         let mut p = PathBuf::from("/proc/sys");
         p.extend(&self.components);

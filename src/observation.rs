@@ -55,8 +55,50 @@ pub enum Cause {
         job: String,
         result: String,
     },
-    /// A process wrote the key.
-    Writer { pid: u32, comm: String },
+    /// A process wrote the key (seen by the BPF cgroup/sysctl hook).
+    Writer(Box<Writer>),
+}
+
+/// A write to a guarded key through `/proc/sys` that would have moved it, and who made it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Writer {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// The command name (`comm`), as the kernel had it.
+    pub comm: String,
+    /// The parent's command name, if it still ran when the write was reported.
+    pub parent_comm: Option<String>,
+    /// The cgroup v2 path (`/system.slice/network.service`), if it still existed.
+    pub cgroup: Option<String>,
+    /// The innermost systemd unit of that path.
+    pub unit: Option<String>,
+    /// The container, `docker:0123456789ab`, when the path shows one.
+    pub container: Option<String>,
+    /// What it wrote, escaped (`0\n`, ` 0`, `0x0`).
+    pub written: String,
+    /// Whether the hook replaced the write with the wanted value (`prevent`).
+    pub replaced: bool,
+}
+
+impl std::fmt::Display for Writer {
+    /// `sysctl (pid 4242, parent network pid 4240, uid 0, network.service)`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}", self.comm, self.pid)?;
+        match &self.parent_comm {
+            Some(p) => write!(f, ", parent {p} pid {}", self.ppid)?,
+            None => write!(f, ", parent pid {}", self.ppid)?,
+        }
+        write!(f, ", uid {}", self.uid)?;
+        if let Some(c) = &self.container {
+            write!(f, ", container {c}")?;
+        }
+        match (&self.unit, &self.cgroup) {
+            (Some(u), _) => write!(f, ", {u})"),
+            (None, Some(c)) => write!(f, ", cgroup {c})"),
+            (None, None) => write!(f, ")"),
+        }
+    }
 }
 
 impl std::fmt::Display for Cause {
@@ -65,7 +107,7 @@ impl std::fmt::Display for Cause {
             Cause::ServiceJob { unit, job, result } => {
                 write!(f, "systemd {job} of {unit} ({result})")
             }
-            Cause::Writer { pid, comm } => write!(f, "written by {comm} (pid {pid})"),
+            Cause::Writer(w) => write!(f, "write of {} by {w}", w.written),
         }
     }
 }

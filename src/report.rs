@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::Action;
 use crate::key::SysctlKey;
-pub use crate::observation::{Cause, Trigger};
+pub use crate::observation::{Cause, Trigger, Writer};
 use crate::value::Value;
 
 /// `1 guarded key`, `2 guarded keys`.
@@ -93,6 +93,35 @@ pub enum Report {
     /// An output (the journal, stderr, the service manager) was not reading, and messages to it
     /// were dropped rather than stall the guard. Sent once it reads again.
     OutputLost { output: String, lost: u64 },
+    /// The BPF hook replaced a write that would have moved a `prevent` key: it never moved.
+    WriteReplaced {
+        key: SysctlKey,
+        want: Value,
+        writer: Box<Writer>,
+    },
+    /// The BPF hook saw a write that moves a `restore`/`alert` key (or a `prevent` key whose
+    /// replacement is not in force): who did it. Drift reports follow as usual.
+    WriteSeen {
+        key: SysctlKey,
+        want: Value,
+        action: Action,
+        writer: Box<Writer>,
+    },
+    /// The BPF hook is attached: `prevent` is in force and writers are named.
+    HookAttached {
+        cgroup: String,
+        netns: u32,
+        prevent: usize,
+        audit: usize,
+    },
+    /// `prevent` cannot be in force: those keys are restored instead (said once per start or
+    /// reload).
+    PreventUnavailable {
+        keys: Vec<SysctlKey>,
+        error: String,
+        /// Whether writers are still named (an audit-only hook is attached).
+        writers_named: bool,
+    },
 }
 
 /// Journal `MESSAGE_ID`s. Stable forever: operators filter and alert on them.
@@ -109,8 +138,12 @@ pub mod message_id {
     pub const RELOAD_FAILED: &str = "25a836a1ee094db79700cc6e2efb685f";
     pub const EVENTS_LOST: &str = "8ee66b0c20914d16a6016608e72c593b";
     pub const OUTPUT_LOST: &str = "d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47";
+    pub const WRITE_REPLACED: &str = "7d855130682e4041b51bd22718f82ea0";
+    pub const WRITE_SEEN: &str = "4ec892bae76848409d67d12102c644f8";
+    pub const PREVENT_UNAVAILABLE: &str = "b41d58243f084c4f94542af799ec9c39";
+    pub const HOOK_ATTACHED: &str = "40e96adaf8f746de9431ecd19b24edbe";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 16] = [
         DRIFT_RESTORED,
         DRIFT_ALERTED,
         RESTORE_FAILED,
@@ -123,6 +156,10 @@ pub mod message_id {
         RELOAD_FAILED,
         EVENTS_LOST,
         OUTPUT_LOST,
+        WRITE_REPLACED,
+        WRITE_SEEN,
+        PREVENT_UNAVAILABLE,
+        HOOK_ATTACHED,
     ];
 }
 
@@ -154,6 +191,10 @@ impl Report {
             Report::ReloadFailed { .. } => RELOAD_FAILED,
             Report::EventsLost { .. } => EVENTS_LOST,
             Report::OutputLost { .. } => OUTPUT_LOST,
+            Report::WriteReplaced { .. } => WRITE_REPLACED,
+            Report::WriteSeen { .. } => WRITE_SEEN,
+            Report::PreventUnavailable { .. } => PREVENT_UNAVAILABLE,
+            Report::HookAttached { .. } => HOOK_ATTACHED,
         }
     }
 
@@ -167,11 +208,14 @@ impl Report {
             Report::DriftRestored { .. }
             | Report::KeyUnavailable { .. }
             | Report::EventsLost { .. }
-            | Report::OutputLost { .. } => Priority::Warning,
+            | Report::OutputLost { .. }
+            | Report::WriteReplaced { .. }
+            | Report::WriteSeen { .. }
+            | Report::PreventUnavailable { .. } => Priority::Warning,
             Report::Recovered { .. }
             | Report::FlappingEnded { .. }
             | Report::KeyAvailable { .. } => Priority::Notice,
-            Report::ConfigReloaded { .. } => Priority::Info,
+            Report::ConfigReloaded { .. } | Report::HookAttached { .. } => Priority::Info,
         }
     }
 
@@ -185,11 +229,15 @@ impl Report {
             | Report::Flapping { key, .. }
             | Report::FlappingEnded { key, .. }
             | Report::KeyUnavailable { key, .. }
-            | Report::KeyAvailable { key, .. } => Some(key),
+            | Report::KeyAvailable { key, .. }
+            | Report::WriteReplaced { key, .. }
+            | Report::WriteSeen { key, .. } => Some(key),
             Report::ConfigReloaded { .. }
             | Report::ReloadFailed { .. }
             | Report::EventsLost { .. }
-            | Report::OutputLost { .. } => None,
+            | Report::OutputLost { .. }
+            | Report::HookAttached { .. }
+            | Report::PreventUnavailable { .. } => None,
         }
     }
 
@@ -284,15 +332,42 @@ impl Report {
                 f.push(("FWDGUARD_OUTPUT", output.clone()));
                 f.push(("FWDGUARD_COUNT", lost.to_string()));
             }
+            Report::WriteReplaced { want, writer, .. } => {
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_ACTION", Action::Prevent.as_str().into()));
+                writer_fields(writer, &mut f);
+            }
+            Report::WriteSeen {
+                want,
+                action,
+                writer,
+                ..
+            } => {
+                f.push(("FWDGUARD_WANT", want.to_string()));
+                f.push(("FWDGUARD_ACTION", action.as_str().into()));
+                writer_fields(writer, &mut f);
+            }
+            Report::HookAttached {
+                cgroup,
+                netns,
+                prevent,
+                audit,
+            } => {
+                f.push(("FWDGUARD_CGROUP", cgroup.clone()));
+                f.push(("FWDGUARD_NETNS", netns.to_string()));
+                f.push(("FWDGUARD_COUNT", (prevent + audit).to_string()));
+            }
+            Report::PreventUnavailable { keys, error, .. } => {
+                let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+                f.push(("FWDGUARD_KEY", keys.join(" ")));
+                f.push(("FWDGUARD_ERROR", error.clone()));
+            }
         }
         if let Some(cause) = self.cause() {
             f.push(("FWDGUARD_CAUSE", cause.to_string()));
             match cause {
                 Cause::ServiceJob { unit, .. } => f.push(("FWDGUARD_UNIT", unit.clone())),
-                Cause::Writer { pid, comm } => {
-                    f.push(("FWDGUARD_PID", pid.to_string()));
-                    f.push(("FWDGUARD_COMM", comm.clone()));
-                }
+                Cause::Writer(w) => writer_fields(w, &mut f),
             }
         }
         f
@@ -307,6 +382,28 @@ impl Report {
             | Report::Recovered { cause, .. } => cause.as_ref(),
             _ => None,
         }
+    }
+}
+
+/// `FWDGUARD_WRITER_*`: who wrote, for journal queries such as
+/// `journalctl FWDGUARD_WRITER_COMM=sysctl` or `FWDGUARD_WRITER_UNIT=network.service`.
+fn writer_fields(w: &Writer, f: &mut Vec<(&'static str, String)>) {
+    f.push(("FWDGUARD_WRITTEN", w.written.clone()));
+    f.push(("FWDGUARD_WRITER_PID", w.pid.to_string()));
+    f.push(("FWDGUARD_WRITER_PPID", w.ppid.to_string()));
+    f.push(("FWDGUARD_WRITER_COMM", w.comm.clone()));
+    f.push(("FWDGUARD_WRITER_UID", w.uid.to_string()));
+    if let Some(p) = &w.parent_comm {
+        f.push(("FWDGUARD_WRITER_PARENT_COMM", p.clone()));
+    }
+    if let Some(u) = &w.unit {
+        f.push(("FWDGUARD_WRITER_UNIT", u.clone()));
+    }
+    if let Some(c) = &w.cgroup {
+        f.push(("FWDGUARD_WRITER_CGROUP", c.clone()));
+    }
+    if let Some(c) = &w.container {
+        f.push(("FWDGUARD_WRITER_CONTAINER", c.clone()));
     }
 }
 
@@ -422,6 +519,60 @@ impl Report {
                 f,
                 "{lost} messages to {output} were dropped while it was not reading; the guard went on"
             ),
+            Report::WriteReplaced { key, want, writer } => write!(
+                f,
+                "{key}: write of {} by {writer} replaced by {want}",
+                writer.written
+            ),
+            Report::WriteSeen {
+                key,
+                want,
+                action,
+                writer,
+            } => write!(
+                f,
+                "{key}: {writer} wrote {} (want {want}; action {}, the write went through)",
+                writer.written,
+                action.as_str()
+            ),
+            Report::HookAttached {
+                cgroup,
+                netns,
+                prevent,
+                audit,
+            } => {
+                write!(
+                    f,
+                    "BPF sysctl hook attached at {cgroup} for writes from net:[{netns}]: "
+                )?;
+                match (prevent, audit) {
+                    (0, a) => write!(f, "writers of {} named (audit only)", count(*a, "key")),
+                    (p, 0) => write!(f, "{} kept from changing, writers named", count(*p, "key")),
+                    (p, a) => write!(
+                        f,
+                        "{} kept from changing, writers of {} named",
+                        count(*p, "key"),
+                        count(*a, "more key")
+                    ),
+                }
+            }
+            Report::PreventUnavailable {
+                keys,
+                error,
+                writers_named,
+            } => {
+                let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "prevent falls back to restore for {}: {error}; {}",
+                    keys.join(", "),
+                    if *writers_named {
+                        "writers are still named"
+                    } else {
+                        "writers are not named"
+                    }
+                )
+            }
         }
     }
 }

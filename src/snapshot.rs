@@ -29,6 +29,8 @@ pub enum Degradation {
     NoNetlink { error: String },
     /// Writing the key is refused: a drop is reported but not fixed.
     CannotRestore { error: String },
+    /// `action = "prevent"`, but the BPF hook cannot replace writes here: restored instead.
+    NoPrevent { error: String },
 }
 
 impl Degradation {
@@ -44,6 +46,9 @@ impl Degradation {
             Degradation::CannotRestore { error } => {
                 format!("{key}: cannot restore ({error}); drops are reported but not undone")
             }
+            Degradation::NoPrevent { error } => format!(
+                "{key}: prevent fell back to restore ({error}); a drop happens and is undone within microseconds"
+            ),
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct GuardSnapshot {
     pub drops: u64,
     pub failed_restores: u64,
     pub flapping_episodes: u64,
+    /// Writes the BPF hook replaced (`prevent`): drops that never happened.
+    pub writes_replaced: u64,
     pub degradations: Vec<Degradation>,
 }
 
@@ -84,6 +91,8 @@ pub struct Snapshot {
     pub reload_error: Option<String>,
     /// The last report, as its sentence.
     pub last_report: Option<String>,
+    /// Where the BPF sysctl hook is attached, if it is.
+    pub hook: Option<String>,
 }
 
 impl Snapshot {
@@ -109,6 +118,14 @@ impl Snapshot {
             s.push_str(&format!(", {wrong} WRONG"));
         }
         s.push_str(&format!("; {restores} restores"));
+        let replaced: u64 = self.guards.iter().map(|g| g.writes_replaced).sum();
+        if replaced > 0 {
+            s.push_str(&format!(", {replaced} writes replaced"));
+        }
+        if let Some(h) = &self.hook {
+            s.push_str("; hook ");
+            s.push_str(h);
+        }
         for g in &self.guards {
             for d in &g.degradations {
                 s.push_str("; DEGRADED ");
@@ -153,6 +170,7 @@ mod tests {
             drops: 2,
             failed_restores: 0,
             flapping_episodes: 0,
+            writes_replaced: 0,
             degradations,
         }
     }

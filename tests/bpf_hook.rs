@@ -53,42 +53,9 @@ fn read(path: &str) -> String {
         .to_owned()
 }
 
-/// Runs `sh -c SCRIPT` inside `cg` (it joins first, then runs the script), in the calling
-/// thread's network namespace; returns (pid, exit code, stderr).
 fn sh_in(ns: &PrivateNetns, cg: &TestCgroup, script: &str, args: &[&str]) -> (u32, i32, String) {
-    let (pid, code, _, err) = sh_out(ns, cg, script, args);
+    let (pid, code, _, err) = cg.sh(ns, script, args);
     (pid, code, err)
-}
-
-/// [`sh_in`], with stdout: (pid, exit code, stdout, stderr).
-fn sh_out(
-    ns: &PrivateNetns,
-    cg: &TestCgroup,
-    script: &str,
-    args: &[&str],
-) -> (u32, i32, String, String) {
-    let out = ns
-        .command("sh")
-        .expect("still in the private namespace")
-        .arg("-c")
-        .arg(format!(
-            "echo 0 > {}/cgroup.procs && {script}",
-            cg.path.display()
-        ))
-        .arg("sh")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn sh");
-    let pid = out.id();
-    let out = out.wait_with_output().expect("sh output");
-    (
-        pid,
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn next_attempt(rx: &Receiver<Attempt>) -> Attempt {
@@ -118,13 +85,13 @@ fn prevent_keeps_every_spelling_of_zero_out() {
             );
             assert_eq!(read(path), "1", "{key} stayed 1");
             let a = next_attempt(&rx);
-            assert!(a.replaced, "{a:?}");
+            assert!(a.writer.replaced, "{a:?}");
             assert_eq!((a.writer.pid, a.writer.comm.as_str()), (pid, "sysctl"));
             assert_eq!(a.writer.ppid, std::process::id(), "the test started sh");
             assert_eq!(a.writer.uid, 0);
-            assert_eq!(a.written, "0\\n");
+            assert_eq!(a.writer.written, "0\\n");
             assert_eq!(
-                a.writer.placement.cgroup.as_deref(),
+                a.writer.cgroup.as_deref(),
                 Some(cg.relative.as_str()),
                 "cgroup id resolved to the test cgroup"
             );
@@ -143,13 +110,13 @@ fn prevent_keeps_every_spelling_of_zero_out() {
                 assert_eq!(read(path), "1", "{spelling:?} > {path}");
                 let a = next_attempt(&rx);
                 assert_eq!((a.writer.pid, a.writer.comm.as_str()), (pid, "sh"));
-                assert_eq!(a.written, shown);
-                assert!(a.replaced);
+                assert_eq!(a.writer.written, shown);
+                assert!(a.writer.replaced);
             }
             let (_, code, _) = sh_in(ns, &cg, "echo 0 > \"$1\"", &[path]);
             assert_eq!(code, 0);
             assert_eq!(read(path), "1");
-            assert!(next_attempt(&rx).replaced);
+            assert!(next_attempt(&rx).writer.replaced);
         }
 
         // Writes that keep the value, and other keys, pass untouched and unreported.
@@ -178,9 +145,8 @@ fn writes_in_another_network_namespace_pass_untouched() {
         ns.write(IP_FORWARD, "1").unwrap();
         let (_hook, rx) = attach(&cg, &forwarding_targets(Mode::Prevent), None).expect("hook");
         // Same cgroup, one more network namespace down.
-        let (_, code, out, err) = sh_out(
+        let (_, code, out, err) = cg.sh(
             ns,
-            &cg,
             "exec unshare -n sh -c 'echo 1 > \"$1\" && echo 0 > \"$1\" && cat \"$1\"' sh \"$1\"",
             &[IP_FORWARD],
         );
@@ -256,7 +222,7 @@ fn audit_reports_the_writer_and_lets_the_write_through() {
         assert_eq!(code, 0);
         assert_eq!(read(IP_FORWARD), "0", "audit only");
         let a = next_attempt(&rx);
-        assert!(!a.replaced);
+        assert!(!a.writer.replaced);
         assert_eq!((a.writer.pid, a.writer.comm.as_str()), (pid, "sysctl"));
         assert_eq!(a.name, "net/ipv4/ip_forward");
         assert_eq!(a.target, 0, "reported for the conf/all/forwarding guard");

@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use crate::observation::Writer;
 pub use cgroup::Placement;
 use program::{Event, Rule, Spec};
 pub use program::{Fault, Mode};
@@ -275,40 +276,6 @@ impl Drop for Hook {
     }
 }
 
-/// Who wrote, as far as the kernel and `/proc` tell.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Writer {
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub comm: String,
-    /// The parent's command name, if it still runs.
-    pub parent_comm: Option<String>,
-    pub cgroup_id: u64,
-    pub placement: Placement,
-}
-
-impl fmt::Display for Writer {
-    /// `sysctl (pid 4242, parent network pid 4240, uid 0, network.service)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (pid {}", self.comm, self.pid)?;
-        match &self.parent_comm {
-            Some(p) => write!(f, ", parent {p} pid {}", self.ppid)?,
-            None => write!(f, ", parent pid {}", self.ppid)?,
-        }
-        write!(f, ", uid {}", self.uid)?;
-        if let Some(c) = &self.placement.container {
-            write!(f, ", container {c}")?;
-        }
-        match (&self.placement.unit, &self.placement.cgroup) {
-            (Some(u), _) => write!(f, ", {u})"),
-            (None, Some(c)) => write!(f, ", cgroup {c})"),
-            (None, None) => write!(f, ")"),
-        }
-    }
-}
-
 /// One write the hook saw that would have moved a guarded key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -316,12 +283,11 @@ pub struct Attempt {
     pub target: usize,
     /// The name written through (`net/ipv4/ip_forward` for a `conf/all/forwarding` guard).
     pub name: String,
-    /// What the writer passed, escaped (`0\n`, ` 0`, `0x0`).
-    pub written: String,
-    /// Whether the hook replaced it with the wanted value.
-    pub replaced: bool,
+    /// Who, what, and whether it was replaced.
     pub writer: Writer,
-    pub at: Instant,
+    /// The writer's thread and cgroup id, for debugging.
+    pub tid: u32,
+    pub cgroup_id: u64,
 }
 
 /// `"0\n"` as `0\n`: visible whitespace, no raw control bytes in logs.
@@ -478,23 +444,25 @@ fn spawn_reader(
                     let Some((name, target)) = names.get(e.rule).cloned() else {
                         continue;
                     };
+                    let placement = resolver.placement(e.cgroup_id);
                     let writer = Writer {
                         parent_comm: read_comm(e.ppid),
-                        placement: resolver.placement(e.cgroup_id),
                         pid: e.pid,
-                        tid: e.tid,
                         ppid: e.ppid,
                         uid: e.uid,
                         comm: e.comm,
-                        cgroup_id: e.cgroup_id,
+                        cgroup: placement.cgroup,
+                        unit: placement.unit,
+                        container: placement.container,
+                        written: escape(&e.new),
+                        replaced: e.replaced && e.set_rc == 0,
                     };
                     on_attempt(Attempt {
                         target,
                         name,
-                        written: escape(&e.new),
-                        replaced: e.replaced && e.set_rc == 0,
                         writer,
-                        at: Instant::now(),
+                        tid: e.tid,
+                        cgroup_id: e.cgroup_id,
                     });
                 }
             }
@@ -664,7 +632,7 @@ mod tests {
             ppid: 4240,
             comm: "sysctl".into(),
             parent_comm: Some("network".into()),
-            placement: cgroup::placement("/system.slice/network.service"),
+            unit: cgroup::placement("/system.slice/network.service").unit,
             ..Writer::default()
         };
         assert_eq!(

@@ -320,6 +320,39 @@ impl TestCgroup {
         }
     }
 
+    /// Runs `sh -c SCRIPT sh ARGS...` inside this cgroup (it joins first, then runs the
+    /// script) and in the calling thread's network namespace, which must be `ns`.
+    /// Returns (pid, exit code, stdout trimmed, stderr).
+    pub fn sh(
+        &self,
+        ns: &fwdguard::sandbox::PrivateNetns,
+        script: &str,
+        args: &[&str],
+    ) -> (u32, i32, String, String) {
+        let child = ns
+            .command("sh")
+            .expect("still in the private namespace")
+            .arg("-c")
+            .arg(format!(
+                "echo 0 > {}/cgroup.procs && {script}",
+                self.path.display()
+            ))
+            .arg("sh")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("sh output");
+        (
+            pid,
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Pids in it now.
     pub fn procs(&self) -> Vec<u32> {
         std::fs::read_to_string(self.path.join("cgroup.procs"))
