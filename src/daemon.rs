@@ -1392,6 +1392,7 @@ mod tests {
             files: FileWatch::new().expect("inotify"),
             notifier: Notifier::with(None),
             watchdog: None,
+            hook: None,
         };
         let mut g = Guardian::start(setup, FakeKnobs::new("1"), io).await;
         g.publish();
