@@ -620,9 +620,11 @@ impl Bench {
     }
 }
 
+/// The restorer alone: no BPF hook (it would also attach at the cgroup2 root, and cost every
+/// sysctl access of the writer; `cargo bench --bench hook` measures it).
 fn config() -> String {
     format!(
-        "reread-interval = \"{}s\"\n\n[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"restore\"\n",
+        "reread-interval = \"{}s\"\nbpf-hook = false\n\n[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"restore\"\n",
         REREAD.as_secs()
     )
 }

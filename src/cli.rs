@@ -217,6 +217,9 @@ fn prevent_unavailable(config: &Config) -> Option<String> {
     if targets.is_empty() {
         return None;
     }
+    if !config.bpf_hook {
+        return Some("bpf-hook = false in the configuration".into());
+    }
     crate::bpf::Options::from_env()
         .and_then(|o| crate::bpf::preflight(&targets, &o).map_err(|e| e.to_string()))
         .err()

@@ -87,6 +87,9 @@ pub struct Config {
     pub reread_interval: Duration,
     pub flapping: Flapping,
     pub guards: Vec<Guard>,
+    /// Attach the BPF sysctl hook (`bpf-hook`, default true): it keeps `prevent` keys and
+    /// names writers. `false`: no BPF at all; `prevent` then restores (and says so).
+    pub bpf_hook: bool,
 }
 
 /// A configuration that could not be used.
@@ -154,6 +157,7 @@ impl Default for Config {
                 want: Value::new("1"),
                 action: Action::Restore,
             }],
+            bpf_hook: true,
         }
     }
 }
@@ -164,6 +168,7 @@ struct RawConfig {
     reread_interval: Option<Spanned<HumanDuration>>,
     flap_threshold: Option<Spanned<i64>>,
     flap_window: Option<Spanned<HumanDuration>>,
+    bpf_hook: Option<bool>,
     #[serde(default)]
     guard: Vec<Spanned<RawGuard>>,
 }
@@ -371,6 +376,7 @@ impl Config {
             reread_interval,
             flapping: Flapping { threshold, window },
             guards,
+            bpf_hook: raw.bpf_hook.unwrap_or(true),
         })
     }
 
@@ -540,6 +546,10 @@ action = "alert"
         assert_eq!(c.guards[0].action, Action::Prevent);
         assert!(c.guards[0].action.restores());
         assert_eq!(c.prevented().count(), 1);
+        assert!(c.bpf_hook, "on by default");
+        let off = parse("bpf-hook = false\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n")
+            .expect("valid");
+        assert!(!off.bpf_hook);
         let e = parse(
             "[[guard]]\nkey = \"net.ipv4.ip_local_port_range\"\nvalue = \"1024 65000\"\naction = \"prevent\"\n",
         )
@@ -567,7 +577,7 @@ action = "alert"
     fn unknown_keys_are_refused_with_position() {
         assert_eq!(
             error("reread-intervall = \"5s\"\n"),
-            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `guard`"
+            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `bpf-hook`, `guard`"
         );
         let e =
             error("[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\nation = \"alert\"\n");

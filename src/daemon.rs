@@ -147,7 +147,7 @@ impl Io {
             files: FileWatch::new().map_err(DaemonError::Inotify)?,
             notifier: Notifier::from_env(),
             watchdog: output::notify::watchdog_interval(),
-            hook: Some(bpf::Options::from_env().map_err(DaemonError::HookOptions)?),
+            hook: Some(hook_options()?),
         })
     }
 }
@@ -640,6 +640,26 @@ impl<K: Knobs> Guardian<K> {
         let Some(options) = self.hook.options.clone() else {
             return;
         };
+        if !self.config.bpf_hook {
+            let had = self.hook.hook.take().is_some();
+            let prevented: Vec<SysctlKey> =
+                self.config.prevented().map(|g| g.key.clone()).collect();
+            let error = "bpf-hook = false in the configuration".to_owned();
+            if !prevented.is_empty() && self.hook.prevent_error.as_ref() != Some(&error) {
+                self.emit(Report::PreventUnavailable {
+                    keys: prevented,
+                    error: error.clone(),
+                    writers_named: false,
+                });
+            }
+            if had {
+                tracing::info!("BPF sysctl hook detached (bpf-hook = false)");
+            }
+            self.hook.prevent_error = self.config.prevented().next().map(|_| error);
+            self.hook.targets.clear();
+            self.changed = true;
+            return;
+        }
         let keys: Vec<SysctlKey> = self.config.guards.iter().map(|g| g.key.clone()).collect();
         let targets: Vec<bpf::Target> = self
             .config
@@ -893,6 +913,18 @@ impl<K: Knobs> Guardian<K> {
             hook: self.hook.hook.as_ref().map(|h| hook_place(&h.attachment)),
         }
     }
+}
+
+/// The hook's options from the environment; the test-only fault is named in the log.
+fn hook_options() -> Result<bpf::Options, DaemonError> {
+    let options = bpf::Options::from_env().map_err(DaemonError::HookOptions)?;
+    if let Some(fault) = options.fault {
+        tracing::warn!(
+            "{} is set: the BPF hook is built with the test fault {fault:?}",
+            bpf::FAULT_ENV
+        );
+    }
+    Ok(options)
 }
 
 /// Where the hook is, as STATUS= and the journal say it.

@@ -90,7 +90,11 @@ pub fn run(bursts: usize) -> Result<(), String> {
 
     netns.verify().map_err(|e| e.to_string())?;
     std::fs::write(ALL_FORWARDING, "0\n").map_err(|e| format!("{ALL_FORWARDING}: {e}"))?;
-    let config = Config::default();
+    // No BPF hook: the demo shows the restorer, and attaches nothing outside its namespace.
+    let config = Config {
+        bpf_hook: false,
+        ..Config::default()
+    };
     println!("Forwarding is 0 in the namespace. Starting the guard with the built-in default:");
     for g in &config.guards {
         println!(

@@ -41,6 +41,9 @@ pub struct Daemon {
     notify: UnixDatagram,
     /// Every notify datagram received so far, in order.
     pub notes: Vec<String>,
+    /// The cgroup the daemon's BPF hook attaches to (as root): tests never let it attach to
+    /// a cgroup they did not create, such as the root. Removed after the daemon is gone.
+    _cgroup: Option<TestCgroup>,
 }
 
 impl Daemon {
@@ -86,6 +89,17 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        let cgroup = nix::unistd::Uid::effective().is_root().then(|| {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static DAEMONS: AtomicUsize = AtomicUsize::new(0);
+            TestCgroup::new(&format!(
+                "daemon{}",
+                DAEMONS.fetch_add(1, Ordering::Relaxed)
+            ))
+        });
+        if let Some(cg) = &cgroup {
+            cmd.env(fwdguard::bpf::ATTACH_ENV, &cg.path);
+        }
         adjust(&mut cmd, &stderr_path);
         let child = cmd.spawn().expect("spawn fwdguard");
         Self {
@@ -93,6 +107,7 @@ impl Daemon {
             dir,
             notify,
             notes: Vec::new(),
+            _cgroup: cgroup,
         }
     }
 
