@@ -394,7 +394,7 @@ fn prepare(targets: &[Target], options: &Options) -> Result<Prepared, HookError>
         }
     };
     if rules.iter().any(|(r, _)| r.mode == Mode::Prevent) {
-        probe(&dir, &path, !root, options.fault)?;
+        probe(&dir, &path, !root, offsets, options.fault)?;
     }
     let spec = Spec {
         rules: rules.iter().map(|(r, _)| r.clone()).collect(),
@@ -481,9 +481,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Kernels with the `set_new_value` bug return success and keep 33.
 ///
 /// Attached below the root (tests), the probe writer joins that cgroup first.
-fn probe(dir: &OwnedFd, path: &Path, join: bool, fault: Option<Fault>) -> Result<(), HookError> {
+fn probe(
+    dir: &OwnedFd,
+    path: &Path,
+    join: bool,
+    offsets: btf::TaskOffsets,
+    fault: Option<Fault>,
+) -> Result<(), HookError> {
     let failed = |what: &str, e: io::Error| HookError::ProbeFailed(format!("{what}: {e}"));
-    let offsets = btf::task_offsets().map_err(HookError::Btf)?;
     let (ready_r, ready_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
     let (go_r, go_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
     let (result_r, result_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
