@@ -601,6 +601,76 @@ pub trait Sink: Send {
 mod tests {
     use super::*;
 
+    fn writer() -> Box<Writer> {
+        Box::new(Writer {
+            pid: 4242,
+            ppid: 4240,
+            uid: 0,
+            comm: "sysctl".into(),
+            parent_comm: Some("network".into()),
+            cgroup: Some("/system.slice/network.service".into()),
+            unit: Some("network.service".into()),
+            container: None,
+            written: "0\\n".into(),
+            replaced: true,
+        })
+    }
+
+    #[test]
+    fn a_replaced_write_names_the_writer_in_text_and_fields() {
+        let r = Report::WriteReplaced {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            writer: writer(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "net.ipv4.conf.all.forwarding: write of 0\\n by sysctl (pid 4242, parent network pid 4240, uid 0, network.service) replaced by 1"
+        );
+        let fields = r.fields();
+        for (name, value) in [
+            ("FWDGUARD_WRITER_PID", "4242"),
+            ("FWDGUARD_WRITER_PPID", "4240"),
+            ("FWDGUARD_WRITER_COMM", "sysctl"),
+            ("FWDGUARD_WRITER_UID", "0"),
+            ("FWDGUARD_WRITER_UNIT", "network.service"),
+            ("FWDGUARD_WRITER_CGROUP", "/system.slice/network.service"),
+            ("FWDGUARD_WRITTEN", "0\\n"),
+            ("FWDGUARD_ACTION", "prevent"),
+        ] {
+            assert!(
+                fields.iter().any(|(n, v)| *n == name && v == value),
+                "{name}={value} in {fields:?}"
+            );
+        }
+        assert_eq!(r.message_id(), message_id::WRITE_REPLACED);
+    }
+
+    #[test]
+    fn a_drift_caused_by_a_named_writer_says_who() {
+        let mut w = writer();
+        w.replaced = false;
+        let r = Report::DriftRestored {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            old: Value::new("0"),
+            trigger: Trigger::Writer,
+            wrong_for: Duration::from_micros(20),
+            attempts: 1,
+            cause: Some(Cause::Writer(w)),
+        };
+        assert!(
+            r.to_string()
+                .ends_with("; cause: write of 0\\n by sysctl (pid 4242, parent network pid 4240, uid 0, network.service)"),
+            "{r}"
+        );
+        assert!(
+            r.fields()
+                .iter()
+                .any(|(n, v)| *n == "FWDGUARD_WRITER_UNIT" && v == "network.service")
+        );
+    }
+
     #[test]
     fn message_ids_are_distinct_and_in_the_catalog() {
         let catalog = include_str!("../systemd/fwdguard.catalog");
