@@ -4,7 +4,9 @@
 //! The code follows the data: sources -> observations -> routing -> policy -> decisions ->
 //! actions (knob write, sinks) -> snapshot (STATUS=, check, metrics).
 //! - [`source`]: where observations come from: kernel netconf and link events over netlink,
-//!   inotify on `/proc/sys` files (the timed re-read lives in the daemon loop).
+//!   inotify on `/proc/sys` files (the timed re-read lives in the daemon loop); [`bpf`]: the
+//!   cgroup/sysctl hook that replaces writes to `prevent` keys before they land and names
+//!   every writer (its events come in as observations).
 //! - [`observation`]: what was seen and how, with the value an event carried and a cause.
 //! - [`routing`]: which guards (by [`routing::GuardId`]) a kernel event concerns. No I/O.
 //! - [`policy`]: the pure decisions: restore or alert, flapping, retry backoff. No I/O.
