@@ -6,7 +6,7 @@
 //! - [`program`]: the program's source (assembled in Rust) and the verifier rules it keeps.
 //! - [`asm`]: the assembler; [`btf`]: field offsets from the kernel's BTF.
 //! - [`cgroup`]: where to attach, and cgroup ids to units and containers.
-//! - [`sys`]: the only `unsafe` code: `bpf(2)`, the ring buffer, the probe's fork.
+//! - `sys`: the only `unsafe` code: `bpf(2)`, the ring buffer, the probe's fork.
 //!
 //! The hook is held by a BPF link: it is attached exactly as long as this process holds the
 //! link's descriptor, so `systemctl stop fwdguard`, a crash or SIGKILL detach it at once.
@@ -268,11 +268,12 @@ impl fmt::Debug for Hook {
 }
 
 impl Drop for Hook {
+    /// The link closes with this value: the program is detached at once. The reader thread
+    /// sees the stop flag within its poll tick and ends by itself: the daemon's loop does not
+    /// wait for it.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        drop(self.reader.take());
     }
 }
 
