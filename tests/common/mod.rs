@@ -367,15 +367,6 @@ impl TestCgroup {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
-
-    /// Pids in it now.
-    pub fn procs(&self) -> Vec<u32> {
-        std::fs::read_to_string(self.path.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
 }
 
 impl Drop for TestCgroup {
