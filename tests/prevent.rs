@@ -246,3 +246,23 @@ fn check_is_ok_when_prevent_can_be_in_force() {
         assert!(!text.contains("prevent"), "{text}");
     });
 }
+
+#[test]
+fn a_reload_from_restore_to_prevent_rebuilds_the_hook() {
+    in_private_netns("a_reload_from_restore_to_prevent", |ns| {
+        let cg = TestCgroup::new("daemon-reload");
+        ns.write(IP_FORWARD, "1").expect("write");
+        let mut d = start(&cg, "restore", &[]);
+        d.wait_stderr("writers of 1 key named (audit only)", SECOND);
+        std::fs::write(d.config_path(), forwarding_config("prevent")).expect("config");
+        d.signal(Signal::SIGHUP);
+        d.wait_stderr("1 key kept from changing", 5 * SECOND);
+        let (pid, code) = sysctl_zero(ns, &cg);
+        assert_eq!(code, 0);
+        assert_eq!(read(IP_FORWARD), "1", "prevented after the reload");
+        d.wait_stderr(&format!("by sysctl (pid {pid}, "), 5 * SECOND);
+        assert!(!d.stderr().contains("restored to 1"), "{}", d.stderr());
+        d.clear_notes();
+        d.wait_notify_containing("1 writes replaced", 5 * SECOND);
+    });
+}
