@@ -311,6 +311,7 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
 
 /// A cgroup v2 child the test creates (and removes): the only kind of cgroup a test may attach
 /// a BPF program to.
