@@ -30,6 +30,7 @@ pub mod knob;
 pub mod logging;
 pub mod observation;
 pub mod output;
+pub mod persist;
 pub mod policy;
 pub mod report;
 pub mod routing;
