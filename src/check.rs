@@ -27,7 +27,7 @@ pub enum State {
 }
 
 /// One key's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyCheck {
     pub key: String,
     pub want: String,

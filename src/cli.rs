@@ -10,7 +10,7 @@ use crate::daemon::{self, Setup};
 use crate::knob::read_once;
 use crate::sysctl::ProcSys;
 use crate::value::Shape;
-use crate::{check, demo, logging};
+use crate::{check, demo, doctor, logging};
 
 /// sysexits(3) EX_CONFIG: a configuration error.
 pub const EXIT_CONFIG: u8 = 78;
@@ -39,6 +39,22 @@ enum Command {
     /// Read every guarded key once: exit 0 if all hold, 2 if any is wrong, 3 if one cannot be read.
     Check {
         /// Configuration file [default: as for `run`]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain what keeps turning forwarding off here, or in an image with --root, and how to
+    /// stop it: exit 0 if nothing is wrong, 1 if there are hazards, 2 if a guarded key is wrong
+    /// right now, 3 if the configuration cannot be read.
+    Doctor {
+        /// Explain the image or chroot below DIR instead of this host (current values and
+        /// the service state are then skipped). Symlinks never lead out of DIR.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Configuration file [default: as for `run`; with --root, DIR/etc/fwdguard/fwdguard.toml
+        /// if present, else the built-in default]
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print the result as JSON.
@@ -75,6 +91,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config, json } => check(config.as_deref(), json),
+        Command::Doctor { root, config, json } => doctor(root.as_deref(), config.as_deref(), json),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
@@ -190,6 +207,41 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
         print!("{}", outcome.text());
     }
     outcome.exit_code()
+}
+
+fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
+    let config = match (explicit, root) {
+        (Some(_), _) | (None, None) => Config::resolve(explicit),
+        (None, Some(dir)) => {
+            let r = crate::persist::scan::Root::new(dir);
+            match r.read(DEFAULT_PATH) {
+                crate::persist::scan::Found::Text { text, .. } => {
+                    Config::parse(&text, &r.host_path(DEFAULT_PATH))
+                }
+                _ => Ok(Config::default()),
+            }
+        }
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fwdguard doctor: {e}");
+            return doctor::EXIT_UNKNOWN;
+        }
+    };
+    let diagnosis = doctor::run(&config, root, &mut ProcSys::default());
+    if json {
+        match serde_json::to_string_pretty(&diagnosis) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("fwdguard doctor: {e}");
+                return doctor::EXIT_UNKNOWN;
+            }
+        }
+    } else {
+        print!("{}", diagnosis.text());
+    }
+    diagnosis.exit_code()
 }
 
 fn config_check(file: &Path) -> u8 {

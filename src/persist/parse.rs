@@ -130,7 +130,9 @@ fn procps3_line(raw: &str) -> Parsed<'_> {
         .unwrap_or_default()
         .trim_start_matches([' ', '\t']);
     if name.is_empty() || value.is_empty() {
-        return Err(format!("`{t}`: invalid syntax (empty key or value), skipped"));
+        return Err(format!(
+            "`{t}`: invalid syntax (empty key or value), skipped"
+        ));
     }
     Ok(Some((name, Some(value), false)))
 }
@@ -221,13 +223,24 @@ mod tests {
 
     #[test]
     fn globs_only_where_expanded() {
-        assert!(one("net.ipv4.conf.*.forwarding=0", Dialect::Systemd).expect("e").glob);
-        assert!(!one("net.ipv4.conf.*.forwarding=0", Dialect::Procps3).expect("e").glob);
+        assert!(
+            one("net.ipv4.conf.*.forwarding=0", Dialect::Systemd)
+                .expect("e")
+                .glob
+        );
+        assert!(
+            !one("net.ipv4.conf.*.forwarding=0", Dialect::Procps3)
+                .expect("e")
+                .glob
+        );
     }
 
     #[test]
     fn malformed_lines_are_problems_with_line_numbers() {
-        let (e, p) = parse("net.ipv4.ip_forward = 1\njunk here\n= 1\n", Dialect::Systemd);
+        let (e, p) = parse(
+            "net.ipv4.ip_forward = 1\njunk here\n= 1\n",
+            Dialect::Systemd,
+        );
         assert_eq!(e.len(), 1);
         assert_eq!(p.iter().map(|p| p.line).collect::<Vec<_>>(), [2, 3]);
         assert!(p[0].message.contains("not an assignment"), "{p:?}");

@@ -104,7 +104,9 @@ impl Tree {
 
     /// Every file name in every sysctl.d directory.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.dirs.values().flat_map(|d| d.keys().map(String::as_str))
+        self.dirs
+            .values()
+            .flat_map(|d| d.keys().map(String::as_str))
     }
 }
 
@@ -190,6 +192,13 @@ pub struct Source {
     pub via: Option<String>,
 }
 
+impl Source {
+    /// The same line of the same file, whatever name it was read under.
+    pub fn same_line(&self, other: &Source) -> bool {
+        self.file == other.file && self.line == other.line
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file, self.line)
@@ -226,7 +235,7 @@ impl fmt::Display for Setting {
         }
         match &self.how {
             How::Key => Ok(()),
-            How::Alias { written } => write!(f, " (as {written}, the same knob)"),
+            How::Alias { written } => write!(f, " (as {written})"),
             How::AllInterfaces { written } => {
                 write!(f, " ({written} sets every interface)")
             }
@@ -435,15 +444,18 @@ fn targets(key: &SysctlKey) -> Vec<(Vec<String>, How)> {
     let own: Vec<String> = key
         .proc_path()
         .strip_prefix("/proc/sys")
-        .map(|p| {
-            p.iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|p| p.iter().map(|c| c.to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     let mut t = vec![(own.clone(), How::Key)];
     let parts: Vec<&str> = own.iter().map(String::as_str).collect();
-    if let ["net", family @ ("ipv4" | "ipv6"), "conf", device, "forwarding"] = parts[..] {
+    if let [
+        "net",
+        family @ ("ipv4" | "ipv6"),
+        "conf",
+        device,
+        "forwarding",
+    ] = parts[..]
+    {
         let all = ["net", family, "conf", "all", "forwarding"].map(str::to_owned);
         let ip_forward = ["net", "ipv4", "ip_forward"].map(str::to_owned).to_vec();
         if device == "all" {
@@ -581,7 +593,7 @@ pub fn resolve(tree: &Tree, key: &SysctlKey) -> Vec<Outcome> {
             );
             let overridden = all
                 .into_iter()
-                .filter(|s| wins.as_ref().is_none_or(|w| w.at != s.at))
+                .filter(|s| wins.as_ref().is_none_or(|w| !w.at.same_line(&s.at)))
                 .collect();
             let note = (applier == Applier::Initscripts).then_some(if tree.systemd_sysctl {
                 "runs /lib/systemd/systemd-sysctl"
@@ -612,11 +624,15 @@ pub fn problems(tree: &Tree) -> Vec<FileProblem> {
             && seen.insert(real.clone())
         {
             let (_, problems) = parse::parse(text, Dialect::Systemd);
-            out.extend(problems.into_iter().map(|Problem { line, message }| FileProblem {
-                file: real.clone(),
-                line,
-                message,
-            }));
+            out.extend(
+                problems
+                    .into_iter()
+                    .map(|Problem { line, message }| FileProblem {
+                        file: real.clone(),
+                        line,
+                        message,
+                    }),
+            );
         }
     }
     out
@@ -631,18 +647,31 @@ pub struct Conflict {
     pub setting: Setting,
 }
 
+impl Conflict {
+    /// The sentence without the location: "will set K to 0 at the next ... (by A, B)".
+    pub fn effect(&self) -> String {
+        let names: Vec<&str> = self.appliers.iter().map(|a| a.name()).collect();
+        format!(
+            "will set {} to {} at the next network restart or boot (by {})",
+            self.key,
+            self.setting.value,
+            names.join(", ")
+        )
+    }
+}
+
 impl fmt::Display for Conflict {
+    /// "will set K to 0 at the next network restart or boot: /etc/sysctl.conf:3 (by ...)"
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.appliers.iter().map(|a| a.name()).collect();
         write!(
             f,
-            "will set {} to {} at the next network restart or boot: {}",
-            self.key, self.setting.value, self.setting.at
-        )?;
-        if let Some(via) = &self.setting.at.via {
-            write!(f, " (via {via})")?;
-        }
-        write!(f, " [{}]", names.join(", "))
+            "will set {} to {} at the next network restart or boot: {} (by {})",
+            self.key,
+            self.setting.value,
+            self.setting.at,
+            names.join(", ")
+        )
     }
 }
 
@@ -655,10 +684,11 @@ pub fn conflicts(tree: &Tree, guards: &[(SysctlKey, Value)]) -> Vec<Conflict> {
             if Value::new(&s.value) == *want {
                 continue;
             }
-            match out
-                .iter_mut()
-                .find(|c| c.key == key.to_string() && c.setting == s)
-            {
+            match out.iter_mut().find(|c| {
+                c.key == key.to_string()
+                    && c.setting.value == s.value
+                    && c.setting.at.same_line(&s.at)
+            }) {
                 Some(c) => c.appliers.push(o.applier),
                 None => out.push(Conflict {
                     key: key.to_string(),

@@ -37,7 +37,10 @@ impl fmt::Display for Unreadable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// `real` is the resolved path as seen from the root.
-    Text { text: String, real: String },
+    Text {
+        text: String,
+        real: String,
+    },
     /// A symlink to `/dev/null`.
     DevNull,
     Missing,
@@ -94,7 +97,9 @@ impl Root {
             if meta.file_type().is_symlink() {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(io::Error::other("too many levels of symbolic links (a loop?)"));
+                    return Err(io::Error::other(
+                        "too many levels of symbolic links (a loop?)",
+                    ));
                 }
                 let target = fs::read_link(&host)?;
                 let target = target.to_string_lossy();
@@ -231,7 +236,9 @@ fn read_regular(path: &Path) -> Result<String, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(format!("larger than the {MAX_FILE} bytes fwdguard reads; skipped"));
+        return Err(format!(
+            "larger than the {MAX_FILE} bytes fwdguard reads; skipped"
+        ));
     }
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -287,12 +294,23 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = Root::new(d.path());
         fs::create_dir_all(d.path().join("etc/sysctl.d")).expect("mkdir");
-        fs::write(d.path().join("etc/sysctl.conf"), "net.ipv4.ip_forward = 0\n").expect("w");
+        fs::write(
+            d.path().join("etc/sysctl.conf"),
+            "net.ipv4.ip_forward = 0\n",
+        )
+        .expect("w");
         // Absolute, relative and escaping links all land inside the root.
-        symlink("../sysctl.conf", d.path().join("etc/sysctl.d/99-sysctl.conf")).expect("l");
+        symlink(
+            "../sysctl.conf",
+            d.path().join("etc/sysctl.d/99-sysctl.conf"),
+        )
+        .expect("l");
         symlink("/etc/sysctl.conf", d.path().join("etc/sysctl.d/abs.conf")).expect("l");
-        symlink("../../../../../../etc/passwd", d.path().join("etc/sysctl.d/esc.conf"))
-            .expect("l");
+        symlink(
+            "../../../../../../etc/passwd",
+            d.path().join("etc/sysctl.d/esc.conf"),
+        )
+        .expect("l");
         symlink("/dev/null", d.path().join("etc/sysctl.d/masked.conf")).expect("l");
         symlink("loop2.conf", d.path().join("etc/sysctl.d/loop1.conf")).expect("l");
         symlink("loop1.conf", d.path().join("etc/sysctl.d/loop2.conf")).expect("l");
@@ -324,16 +342,29 @@ mod tests {
         fs::write(d.path().join("etc/sysctl.d/bin.conf"), b"a=1\nb\0c\n").expect("w");
         let big = fs::File::create(d.path().join("etc/sysctl.d/big.conf")).expect("c");
         big.set_len(MAX_FILE + 1).expect("len");
-        fs::write(d.path().join("etc/sysctl.d/ok.conf"), "net.ipv4.ip_forward=1\n").expect("w");
+        fs::write(
+            d.path().join("etc/sysctl.d/ok.conf"),
+            "net.ipv4.ip_forward=1\n",
+        )
+        .expect("w");
         let (tree, bad) = scan(&root);
-        assert!(matches!(tree.dirs["/etc/sysctl.d"]["ok.conf"], FileState::Text { .. }));
+        assert!(matches!(
+            tree.dirs["/etc/sysctl.d"]["ok.conf"],
+            FileState::Text { .. }
+        ));
         let msg = |p: &str| {
             bad.iter()
                 .find(|b| b.path == p)
                 .map(|b| b.error.clone())
                 .unwrap_or_default()
         };
-        assert!(msg("/etc/sysctl.d/bin.conf").contains("NUL byte on line 2"), "{bad:?}");
-        assert!(msg("/etc/sysctl.d/big.conf").contains("larger than"), "{bad:?}");
+        assert!(
+            msg("/etc/sysctl.d/bin.conf").contains("NUL byte on line 2"),
+            "{bad:?}"
+        );
+        assert!(
+            msg("/etc/sysctl.d/big.conf").contains("larger than"),
+            "{bad:?}"
+        );
     }
 }
