@@ -123,7 +123,6 @@ pub fn gather(root: &Root, host: bool) -> Inputs {
     }
     let docker = read(DOCKER_DAEMON_JSON);
     let mut networkd: Vec<TextFile> = NETWORKD_CONF.iter().filter_map(|p| read(p)).collect();
-    drop(read);
     networkd.extend(read_dirs(root, &NETWORKD_CONF_D, ".conf", &mut unreadable));
     networkd.extend(read_dirs(
         root,

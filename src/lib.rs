@@ -20,6 +20,7 @@
 //! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
 
+pub mod cause;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -3,6 +3,7 @@
 //! routing and the policy take it from there.
 
 pub mod files;
+pub mod jobs;
 pub mod netconf;
 pub mod netlink;
 
