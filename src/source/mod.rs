@@ -6,6 +6,7 @@ pub mod files;
 pub mod jobs;
 pub mod netconf;
 pub mod netlink;
+pub mod persisted;
 
 use crate::config::Guard;
 use crate::key::Watch;
