@@ -194,7 +194,8 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
             return check::EXIT_UNKNOWN;
         }
     };
-    let outcome = check::check(&config, &mut ProcSys::default(), &mut crate::source::probe);
+    let mut outcome = check::check(&config, &mut ProcSys::default(), &mut crate::source::probe);
+    outcome.hazards = doctor::hazards_line(&config);
     if json {
         match serde_json::to_string_pretty(&outcome) {
             Ok(s) => println!("{s}"),

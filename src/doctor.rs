@@ -675,6 +675,14 @@ pub fn run(config: &Config, root: Option<&Path>, knobs: &mut impl Knobs) -> Diag
     diagnose(&inputs, config, &shown, current)
 }
 
+/// The one line `fwdguard check` and the daemon's start add: the hazards in the persisted
+/// files and configurations below the configured root (no service state, no current values).
+pub fn hazards_line(config: &Config) -> Option<String> {
+    let root = Root::new(&config.causes.persisted_root);
+    let inputs = gather(&root, false);
+    diagnose(&inputs, config, &root.dir().display().to_string(), Vec::new()).summary()
+}
+
 impl Diagnosis {
     /// The human report.
     pub fn text(&self) -> String {
@@ -786,13 +794,16 @@ impl Diagnosis {
         let at = if first.evidence.is_empty() {
             String::new()
         } else {
-            format!("{}: ", first.evidence)
+            format!("{} ", first.evidence)
+        };
+        // The appliers are listed by doctor; one line keeps what and where.
+        let what = first.what.split(" (by ").next().unwrap_or(&first.what);
+        let more = match self.hazards.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
         };
         Some(format!(
-            "{} hazard{} will turn guarded keys off again ({at}{}); `fwdguard doctor` explains and fixes",
-            self.hazards.len(),
-            if self.hazards.len() == 1 { "" } else { "s" },
-            first.what
+            "{at}{what}{more}; `fwdguard doctor` explains and fixes"
         ))
     }
 }
