@@ -15,13 +15,10 @@ use crate::report::human;
 /// What the D-Bus watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEvent {
-    /// `JobNew` for a watched unit; `kind` is the job's `JobType` (`restart`, `stop`, ...)
-    /// when systemd told it.
-    Started {
-        id: u32,
-        unit: String,
-        kind: Option<String>,
-    },
+    /// `JobNew` for a watched unit, sent at once.
+    Started { id: u32, unit: String },
+    /// The job's `JobType` (`restart`, `stop`, ...), when systemd answered the question.
+    Typed { id: u32, kind: String },
     /// `JobRemoved`: the job finished with `result` (`done`, `failed`, `canceled`, ...).
     Finished {
         id: u32,
@@ -91,14 +88,20 @@ impl ServiceJobs {
     pub fn record(&mut self, event: &JobEvent, now: Instant) -> Option<JobCause> {
         self.expire(now);
         match event {
-            JobEvent::Started { id, unit, kind } => {
+            JobEvent::Started { id, unit } => {
                 self.jobs.retain(|j| j.id != *id);
                 self.jobs.push(Job {
                     id: *id,
                     unit: unit.clone(),
-                    kind: kind.clone(),
+                    kind: None,
                     ended: None,
                 });
+                None
+            }
+            JobEvent::Typed { id, kind } => {
+                if let Some(j) = self.jobs.iter_mut().find(|j| j.id == *id) {
+                    j.kind = Some(kind.clone());
+                }
                 None
             }
             JobEvent::Finished { id, unit, result } => {
@@ -174,12 +177,21 @@ impl ServiceJobs {
 mod tests {
     use super::*;
 
-    fn started(id: u32, unit: &str) -> JobEvent {
-        JobEvent::Started {
-            id,
-            unit: unit.into(),
-            kind: Some("restart".into()),
-        }
+    fn started(jobs: &mut ServiceJobs, id: u32, unit: &str, now: Instant) {
+        jobs.record(
+            &JobEvent::Started {
+                id,
+                unit: unit.into(),
+            },
+            now,
+        );
+        jobs.record(
+            &JobEvent::Typed {
+                id,
+                kind: "restart".into(),
+            },
+            now,
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -187,7 +199,7 @@ mod tests {
         let mut jobs = ServiceJobs::new(Duration::from_secs(5));
         let t0 = Instant::now();
         assert_eq!(jobs.cause(t0), None);
-        jobs.record(&started(7, "network.service"), t0);
+        started(&mut jobs, 7, "network.service", t0);
         let c = jobs.cause(t0 + Duration::from_millis(10)).expect("cause");
         assert_eq!(c.to_string(), "during restart of network.service");
         let done = jobs
@@ -212,7 +224,7 @@ mod tests {
     async fn a_lost_bus_forgets_running_jobs() {
         let mut jobs = ServiceJobs::new(Duration::from_secs(5));
         let t0 = Instant::now();
-        jobs.record(&started(1, "docker.service"), t0);
+        started(&mut jobs, 1, "docker.service", t0);
         jobs.record(
             &JobEvent::Lost {
                 error: "gone".into(),

@@ -302,7 +302,10 @@ fn causes(
         if !path.is_absolute() {
             return Err((
                 span,
-                format!("persisted-root must be an absolute directory, not {}", path.display()),
+                format!(
+                    "persisted-root must be an absolute directory, not {}",
+                    path.display()
+                ),
             ));
         }
         c.persisted_root = path;
@@ -435,8 +438,8 @@ impl Config {
             spans.push(span);
         }
 
-        let causes = causes(raw.service_units, raw.service_window, raw.persisted_root)
-            .map_err(at)?;
+        let causes =
+            causes(raw.service_units, raw.service_window, raw.persisted_root).map_err(at)?;
         Ok(Self {
             origin: Origin::File(path.to_owned()),
             reread_interval,
@@ -599,14 +602,27 @@ action = "alert"
         assert_eq!(c.causes.units, ["network.service", "docker.service"]);
         assert_eq!(c.causes.window, Duration::from_secs(2));
         assert_eq!(c.causes.persisted_root, PathBuf::from("/srv/image"));
-        let none = parse("service-units = []\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n")
-            .expect("valid");
+        let none =
+            parse("service-units = []\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n")
+                .expect("valid");
         assert!(none.causes.units.is_empty());
         for (text, want) in [
-            ("service-units = [\"network\"]\n", "test.toml:1:18: `network` is not a systemd unit name"),
-            ("service-units = [\"a.service\", \"a.service\"]\n", "test.toml:1:31: a.service is listed twice"),
-            ("service-window = \"2h\"\n", "test.toml:1:18: service-window must be between 0s and 1h, not 2h"),
-            ("persisted-root = \"image\"\n", "test.toml:1:18: persisted-root must be an absolute directory"),
+            (
+                "service-units = [\"network\"]\n",
+                "test.toml:1:18: `network` is not a systemd unit name",
+            ),
+            (
+                "service-units = [\"a.service\", \"a.service\"]\n",
+                "test.toml:1:31: a.service is listed twice",
+            ),
+            (
+                "service-window = \"2h\"\n",
+                "test.toml:1:18: service-window must be between 0s and 1h, not 2h",
+            ),
+            (
+                "persisted-root = \"image\"\n",
+                "test.toml:1:18: persisted-root must be an absolute directory",
+            ),
         ] {
             let text = format!("{text}[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n");
             let got = error(&text);

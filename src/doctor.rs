@@ -680,7 +680,13 @@ pub fn run(config: &Config, root: Option<&Path>, knobs: &mut impl Knobs) -> Diag
 pub fn hazards_line(config: &Config) -> Option<String> {
     let root = Root::new(&config.causes.persisted_root);
     let inputs = gather(&root, false);
-    diagnose(&inputs, config, &root.dir().display().to_string(), Vec::new()).summary()
+    diagnose(
+        &inputs,
+        config,
+        &root.dir().display().to_string(),
+        Vec::new(),
+    )
+    .summary()
 }
 
 impl Diagnosis {

@@ -51,7 +51,13 @@ fn jobs_of_watched_units_arrive_with_their_type() {
         JobEvent::Started {
             id: 42,
             unit: "network.service".into(),
-            kind: Some("restart".into())
+        }
+    );
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Typed {
+            id: 42,
+            kind: "restart".into()
         }
     );
     systemd.job_removed(41, "cups.service", "done");
@@ -105,7 +111,13 @@ fn the_bus_going_away_and_coming_back() {
         JobEvent::Started {
             id: 7,
             unit: "docker.service".into(),
-            kind: Some("stop".into())
+        }
+    );
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Typed {
+            id: 7,
+            kind: "stop".into()
         }
     );
 }

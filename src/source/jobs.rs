@@ -148,8 +148,15 @@ async fn session(
                 if !units.iter().any(|u| u == a.unit()) {
                     continue;
                 }
-                let kind = job_type(&conn, a.job()).await;
-                JobEvent::Started { id: *a.id(), unit: a.unit().clone(), kind }
+                // Said at once: a drop may follow within microseconds. The type follows.
+                let started = JobEvent::Started { id: *a.id(), unit: a.unit().clone() };
+                if tx.send(started).await.is_err() {
+                    return Ok(());
+                }
+                match job_type(&conn, a.job()).await {
+                    Some(kind) => JobEvent::Typed { id: *a.id(), kind },
+                    None => continue,
+                }
             }
             s = removed.next() => {
                 let s = s.ok_or("the bus stopped sending JobRemoved")?;
