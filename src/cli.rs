@@ -196,18 +196,31 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
     };
     let mut outcome = check::check(&config, &mut ProcSys::default(), &mut crate::source::probe);
     outcome.hazards = doctor::hazards_line(&config);
+    match print_result("check", &outcome, json, || outcome.text()) {
+        Some(_) => outcome.exit_code(),
+        None => check::EXIT_UNKNOWN,
+    }
+}
+
+/// Prints a result as JSON or text; `None` if JSON could not be made (said on stderr).
+fn print_result(
+    command: &str,
+    result: &impl serde::Serialize,
+    json: bool,
+    text: impl FnOnce() -> String,
+) -> Option<()> {
     if json {
-        match serde_json::to_string_pretty(&outcome) {
+        match serde_json::to_string_pretty(result) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("fwdguard check: {e}");
-                return check::EXIT_UNKNOWN;
+                eprintln!("fwdguard {command}: {e}");
+                return None;
             }
         }
     } else {
-        print!("{}", outcome.text());
+        print!("{}", text());
     }
-    outcome.exit_code()
+    Some(())
 }
 
 fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
@@ -231,18 +244,10 @@ fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
         }
     };
     let diagnosis = doctor::run(&config, root, &mut ProcSys::default());
-    if json {
-        match serde_json::to_string_pretty(&diagnosis) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("fwdguard doctor: {e}");
-                return doctor::EXIT_UNKNOWN;
-            }
-        }
-    } else {
-        print!("{}", diagnosis.text());
+    match print_result("doctor", &diagnosis, json, || diagnosis.text()) {
+        Some(_) => diagnosis.exit_code(),
+        None => doctor::EXIT_UNKNOWN,
     }
-    diagnosis.exit_code()
 }
 
 fn config_check(file: &Path) -> u8 {

@@ -399,20 +399,8 @@ struct Write<'a> {
 
 /// The writes a tool makes, and the keys its globs skip.
 fn writes(items: &[Item], merge: Merge) -> (Vec<Write<'_>>, BTreeSet<Vec<String>>) {
-    match merge {
-        Merge::Procps => {
-            let named = items.iter().map(|i| i.entry.path.clone()).collect();
-            let w = items
-                .iter()
-                .filter_map(|item| {
-                    item.entry
-                        .value
-                        .as_deref()
-                        .map(|value| Write { item, value })
-                })
-                .collect();
-            (w, named)
-        }
+    let kept: Vec<&Item> = match merge {
+        Merge::Procps => items.iter().collect(),
         Merge::Systemd => {
             let mut map: Vec<&Item> = Vec::new();
             for item in items {
@@ -424,19 +412,20 @@ fn writes(items: &[Item], merge: Merge) -> (Vec<Write<'_>>, BTreeSet<Vec<String>
                 }
                 map.push(item);
             }
-            let named = map.iter().map(|i| i.entry.path.clone()).collect();
-            let w = map
-                .into_iter()
-                .filter_map(|item| {
-                    item.entry
-                        .value
-                        .as_deref()
-                        .map(|value| Write { item, value })
-                })
-                .collect();
-            (w, named)
+            map
         }
-    }
+    };
+    let named = kept.iter().map(|i| i.entry.path.clone()).collect();
+    let w = kept
+        .into_iter()
+        .filter_map(|item| {
+            item.entry
+                .value
+                .as_deref()
+                .map(|value| Write { item, value })
+        })
+        .collect();
+    (w, named)
 }
 
 /// The paths whose writes set `key`, and how.
