@@ -122,7 +122,12 @@ pub fn gather(root: &Root, host: bool) -> Inputs {
         }
     }
     let docker = read(DOCKER_DAEMON_JSON);
-    let mut networkd: Vec<TextFile> = NETWORKD_CONF.iter().filter_map(|p| read(p)).collect();
+    // networkd.conf(5): only the first main file found is used; drop-ins add to it.
+    let mut networkd: Vec<TextFile> = NETWORKD_CONF
+        .iter()
+        .find_map(|p| read(p))
+        .into_iter()
+        .collect();
     networkd.extend(read_dirs(root, &NETWORKD_CONF_D, ".conf", &mut unreadable));
     networkd.extend(read_dirs(
         root,
