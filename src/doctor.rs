@@ -669,7 +669,7 @@ pub fn run(config: &Config, root: Option<&Path>, knobs: &mut impl Knobs) -> Diag
     };
     let inputs = gather(&r, host);
     let current = if host {
-        check::check(config, knobs).keys
+        check::check(config, knobs, &mut crate::source::probe).keys
     } else {
         Vec::new()
     };
