@@ -173,6 +173,17 @@ impl ServiceJobs {
     }
 }
 
+impl From<JobCause> for crate::observation::Cause {
+    fn from(c: JobCause) -> Self {
+        crate::observation::Cause::ServiceJob {
+            unit: c.unit,
+            job: c.kind.unwrap_or_else(|| "a job".into()),
+            result: c.result.unwrap_or_default(),
+            after: c.after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

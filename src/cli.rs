@@ -171,10 +171,14 @@ fn run_daemon(explicit: Option<PathBuf>) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let setup = Setup::new(config, explicit, sink);
+    let mut setup = Setup::new(config, explicit, sink);
     // Sources of other layers are spawned here, in the runtime, with `setup.observer()`;
     // readers of the guard's state take `setup.snapshots()`.
-    match runtime.block_on(daemon::run(setup, std::future::pending())) {
+    let run = async {
+        crate::source::spawn_cause_sources(&mut setup);
+        daemon::run(setup, std::future::pending()).await
+    };
+    match runtime.block_on(run) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");

@@ -280,7 +280,7 @@ impl Diagnosis {
     }
 }
 
-fn guards_of(config: &Config) -> Vec<(SysctlKey, Value)> {
+pub fn guards_of(config: &Config) -> Vec<(SysctlKey, Value)> {
     config
         .guards
         .iter()
@@ -300,8 +300,12 @@ fn forwarding_family(key: &SysctlKey) -> Option<&'static str> {
 }
 
 /// Decides, from what was read.
-pub fn diagnose(inputs: &Inputs, config: &Config, root: &str, current: Vec<KeyCheck>) -> Diagnosis {
-    let guards = guards_of(config);
+pub fn diagnose(
+    inputs: &Inputs,
+    guards: &[(SysctlKey, Value)],
+    root: &str,
+    current: Vec<KeyCheck>,
+) -> Diagnosis {
     let families: BTreeSet<&str> = guards
         .iter()
         .filter_map(|(k, _)| forwarding_family(k))
@@ -317,8 +321,8 @@ pub fn diagnose(inputs: &Inputs, config: &Config, root: &str, current: Vec<KeyCh
         .collect();
 
     let mut hazards = Vec::new();
-    let found = conflicts(tree, &guards);
-    let sysctl_fix = (!found.is_empty()).then(|| plan_fix(tree, &guards));
+    let found = conflicts(tree, guards);
+    let sysctl_fix = (!found.is_empty()).then(|| plan_fix(tree, guards));
     for c in &found {
         hazards.push(persisted_hazard(c, sysctl_fix.as_ref()));
     }
@@ -677,7 +681,7 @@ pub fn run(config: &Config, root: Option<&Path>, knobs: &mut impl Knobs) -> Diag
         Some(d) => d.display().to_string(),
         None => "/ (this host)".into(),
     };
-    diagnose(&inputs, config, &shown, current)
+    diagnose(&inputs, &guards_of(config), &shown, current)
 }
 
 /// The one line `fwdguard check` and the daemon's start add: the hazards in the persisted
@@ -687,7 +691,7 @@ pub fn hazards_line(config: &Config) -> Option<String> {
     let inputs = gather(&root, false);
     diagnose(
         &inputs,
-        config,
+        &guards_of(config),
         &root.dir().display().to_string(),
         Vec::new(),
     )

@@ -93,6 +93,30 @@ pub enum Report {
     /// An output (the journal, stderr, the service manager) was not reading, and messages to it
     /// were dropped rather than stall the guard. Sent once it reads again.
     OutputLost { output: String, lost: u64 },
+    /// A persisted sysctl setting will set a guarded key to another value at the next boot or
+    /// network restart (found at start, or when the sysctl files changed).
+    PersistedConflict(PersistedConflict),
+    /// ... and no longer does.
+    PersistedConflictGone(PersistedConflict),
+    /// Something else that turns forwarding off, found at start (as `fwdguard doctor` does).
+    Hazard {
+        source: String,
+        hazard: String,
+        fix: String,
+    },
+}
+
+/// A persisted value of a guarded key that differs from the guard's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedConflict {
+    pub key: SysctlKey,
+    pub want: Value,
+    /// The value the files set.
+    pub value: String,
+    /// `FILE:LINE` of the entry that wins.
+    pub source: String,
+    /// The appliers for which it wins, by name.
+    pub appliers: Vec<String>,
 }
 
 /// Journal `MESSAGE_ID`s. Stable forever: operators filter and alert on them.
@@ -109,8 +133,11 @@ pub mod message_id {
     pub const RELOAD_FAILED: &str = "25a836a1ee094db79700cc6e2efb685f";
     pub const EVENTS_LOST: &str = "8ee66b0c20914d16a6016608e72c593b";
     pub const OUTPUT_LOST: &str = "d5c2a0e4b7f14f7c9a1e3b6d8c0f2a47";
+    pub const PERSISTED_CONFLICT: &str = "0492fcc418a84ddeaa94cef6744cd12b";
+    pub const PERSISTED_CONFLICT_GONE: &str = "f0a73969dfcc487bbe59d8dfa26a39d7";
+    pub const HAZARD: &str = "15fbb4fc32bd4dfa83b78159a30d4966";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 15] = [
         DRIFT_RESTORED,
         DRIFT_ALERTED,
         RESTORE_FAILED,
@@ -123,6 +150,9 @@ pub mod message_id {
         RELOAD_FAILED,
         EVENTS_LOST,
         OUTPUT_LOST,
+        PERSISTED_CONFLICT,
+        PERSISTED_CONFLICT_GONE,
+        HAZARD,
     ];
 }
 
@@ -154,6 +184,9 @@ impl Report {
             Report::ReloadFailed { .. } => RELOAD_FAILED,
             Report::EventsLost { .. } => EVENTS_LOST,
             Report::OutputLost { .. } => OUTPUT_LOST,
+            Report::PersistedConflict(_) => PERSISTED_CONFLICT,
+            Report::PersistedConflictGone(_) => PERSISTED_CONFLICT_GONE,
+            Report::Hazard { .. } => HAZARD,
         }
     }
 
@@ -167,10 +200,13 @@ impl Report {
             Report::DriftRestored { .. }
             | Report::KeyUnavailable { .. }
             | Report::EventsLost { .. }
-            | Report::OutputLost { .. } => Priority::Warning,
+            | Report::OutputLost { .. }
+            | Report::PersistedConflict(_)
+            | Report::Hazard { .. } => Priority::Warning,
             Report::Recovered { .. }
             | Report::FlappingEnded { .. }
-            | Report::KeyAvailable { .. } => Priority::Notice,
+            | Report::KeyAvailable { .. }
+            | Report::PersistedConflictGone(_) => Priority::Notice,
             Report::ConfigReloaded { .. } => Priority::Info,
         }
     }
@@ -186,10 +222,12 @@ impl Report {
             | Report::FlappingEnded { key, .. }
             | Report::KeyUnavailable { key, .. }
             | Report::KeyAvailable { key, .. } => Some(key),
+            Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => Some(&c.key),
             Report::ConfigReloaded { .. }
             | Report::ReloadFailed { .. }
             | Report::EventsLost { .. }
-            | Report::OutputLost { .. } => None,
+            | Report::OutputLost { .. }
+            | Report::Hazard { .. } => None,
         }
     }
 
@@ -284,6 +322,21 @@ impl Report {
                 f.push(("FWDGUARD_OUTPUT", output.clone()));
                 f.push(("FWDGUARD_COUNT", lost.to_string()));
             }
+            Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => {
+                f.push(("FWDGUARD_PERSISTED", c.value.clone()));
+                f.push(("FWDGUARD_WANT", c.want.to_string()));
+                f.push(("FWDGUARD_SOURCE", c.source.clone()));
+                f.push(("FWDGUARD_APPLIERS", c.appliers.join(", ")));
+            }
+            Report::Hazard {
+                source,
+                hazard,
+                fix,
+            } => {
+                f.push(("FWDGUARD_SOURCE", source.clone()));
+                f.push(("FWDGUARD_HAZARD", hazard.clone()));
+                f.push(("FWDGUARD_FIX", fix.clone()));
+            }
         }
         if let Some(cause) = self.cause() {
             f.push(("FWDGUARD_CAUSE", cause.to_string()));
@@ -315,6 +368,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.sentence(f)?;
         match self.cause() {
+            // Said right after the value: "was 0 (during restart of network.service)".
+            Some(Cause::ServiceJob { .. })
+                if matches!(
+                    self,
+                    Report::DriftRestored { .. } | Report::DriftAlerted { .. }
+                ) =>
+            {
+                Ok(())
+            }
             Some(cause) => write!(f, "; cause: {cause}"),
             None => Ok(()),
         }
@@ -335,7 +397,8 @@ impl Report {
             } => {
                 write!(
                     f,
-                    "{key} was {old}, restored to {want} in {} (seen via {})",
+                    "{key} was {old}{}, restored to {want} in {} (seen via {})",
+                    self.job_note(),
                     human(*wrong_for),
                     trigger.as_str()
                 )?;
@@ -352,7 +415,8 @@ impl Report {
                 ..
             } => write!(
                 f,
-                "{key} is {value}, want {want}; action is alert, not changing it (seen via {})",
+                "{key} is {value}{}, want {want}; action is alert, not changing it (seen via {})",
+                self.job_note(),
                 trigger.as_str()
             ),
             Report::RestoreFailed {
@@ -422,6 +486,42 @@ impl Report {
                 f,
                 "{lost} messages to {output} were dropped while it was not reading; the guard went on"
             ),
+            Report::PersistedConflict(c) => write!(
+                f,
+                "will set {} to {} at the next network restart or boot: {} (by {}); fwdguard guards it at {}",
+                c.key,
+                c.value,
+                c.source,
+                c.appliers.join(", "),
+                c.want
+            ),
+            Report::PersistedConflictGone(c) => write!(
+                f,
+                "{} no longer sets {} to {} (for {}): the next network restart or boot leaves it at {} as far as the sysctl files go",
+                c.source,
+                c.key,
+                c.value,
+                c.appliers.join(", "),
+                c.want
+            ),
+            Report::Hazard {
+                source,
+                hazard,
+                fix,
+            } => {
+                if !source.is_empty() {
+                    write!(f, "{source}: ")?;
+                }
+                write!(f, "{hazard}; fix: {fix}")
+            }
+        }
+    }
+
+    /// " (during restart of network.service)" for a drift a service job caused.
+    fn job_note(&self) -> String {
+        match self.cause() {
+            Some(c @ Cause::ServiceJob { .. }) => format!(" ({c})"),
+            _ => String::new(),
         }
     }
 }

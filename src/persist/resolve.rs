@@ -691,6 +691,59 @@ pub fn conflicts(tree: &Tree, guards: &[(SysctlKey, Value)]) -> Vec<Conflict> {
     out
 }
 
+/// The conflicts known so far, to report each once when it appears and once when it goes.
+#[derive(Debug, Clone, Default)]
+pub struct ConflictTracker {
+    known: Vec<Conflict>,
+}
+
+impl ConflictTracker {
+    /// Takes the conflicts found now; returns those that are new and those that went away.
+    /// A conflict is the same while the same line sets the same key to the same value.
+    pub fn update(&mut self, now: Vec<Conflict>) -> (Vec<Conflict>, Vec<Conflict>) {
+        let same = |a: &Conflict, b: &Conflict| {
+            a.key == b.key
+                && a.setting.value == b.setting.value
+                && a.setting.at.same_line(&b.setting.at)
+        };
+        let appeared: Vec<Conflict> = now
+            .iter()
+            .filter(|c| !self.known.iter().any(|k| same(k, c)))
+            .cloned()
+            .collect();
+        let gone: Vec<Conflict> = self
+            .known
+            .iter()
+            .filter(|k| !now.iter().any(|c| same(k, c)))
+            .cloned()
+            .collect();
+        self.known = now;
+        (appeared, gone)
+    }
+}
+
+#[cfg(test)]
+mod tracker_tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_are_reported_once_each_way() {
+        let key = SysctlKey::parse("net.ipv4.ip_forward").expect("key");
+        let guards = [(key, Value::new("1"))];
+        let mut t = Tree::default();
+        let mut tracker = ConflictTracker::default();
+        assert_eq!(tracker.update(conflicts(&t, &guards)), (vec![], vec![]));
+        t.put("/etc/sysctl.d", "60-cis.conf", "net.ipv4.ip_forward = 0\n");
+        let (new, gone) = tracker.update(conflicts(&t, &guards));
+        assert_eq!((new.len(), gone.len()), (1, 0));
+        assert_eq!(new[0].setting.at.to_string(), "/etc/sysctl.d/60-cis.conf:1");
+        assert_eq!(tracker.update(conflicts(&t, &guards)), (vec![], vec![]));
+        t.put("/etc/sysctl.d", "60-cis.conf", "net.ipv4.ip_forward = 1\n");
+        let (new, gone) = tracker.update(conflicts(&t, &guards));
+        assert_eq!((new.len(), gone.len()), (0, 1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,58 +807,5 @@ mod tests {
         assert_eq!(s.value, "0");
         assert!(matches!(s.how, How::AllInterfaces { .. }));
         assert_eq!(o[0].overridden.len(), 1);
-    }
-}
-
-/// The conflicts known so far, to report each once when it appears and once when it goes.
-#[derive(Debug, Clone, Default)]
-pub struct ConflictTracker {
-    known: Vec<Conflict>,
-}
-
-impl ConflictTracker {
-    /// Takes the conflicts found now; returns those that are new and those that went away.
-    /// A conflict is the same while the same line sets the same key to the same value.
-    pub fn update(&mut self, now: Vec<Conflict>) -> (Vec<Conflict>, Vec<Conflict>) {
-        let same = |a: &Conflict, b: &Conflict| {
-            a.key == b.key
-                && a.setting.value == b.setting.value
-                && a.setting.at.same_line(&b.setting.at)
-        };
-        let appeared: Vec<Conflict> = now
-            .iter()
-            .filter(|c| !self.known.iter().any(|k| same(k, c)))
-            .cloned()
-            .collect();
-        let gone: Vec<Conflict> = self
-            .known
-            .iter()
-            .filter(|k| !now.iter().any(|c| same(k, c)))
-            .cloned()
-            .collect();
-        self.known = now;
-        (appeared, gone)
-    }
-}
-
-#[cfg(test)]
-mod tracker_tests {
-    use super::*;
-
-    #[test]
-    fn conflicts_are_reported_once_each_way() {
-        let key = SysctlKey::parse("net.ipv4.ip_forward").expect("key");
-        let guards = [(key, Value::new("1"))];
-        let mut t = Tree::default();
-        let mut tracker = ConflictTracker::default();
-        assert_eq!(tracker.update(conflicts(&t, &guards)), (vec![], vec![]));
-        t.put("/etc/sysctl.d", "60-cis.conf", "net.ipv4.ip_forward = 0\n");
-        let (new, gone) = tracker.update(conflicts(&t, &guards));
-        assert_eq!((new.len(), gone.len()), (1, 0));
-        assert_eq!(new[0].setting.at.to_string(), "/etc/sysctl.d/60-cis.conf:1");
-        assert_eq!(tracker.update(conflicts(&t, &guards)), (vec![], vec![]));
-        t.put("/etc/sysctl.d", "60-cis.conf", "net.ipv4.ip_forward = 1\n");
-        let (new, gone) = tracker.update(conflicts(&t, &guards));
-        assert_eq!((new.len(), gone.len()), (0, 1));
     }
 }

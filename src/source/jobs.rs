@@ -9,7 +9,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::OwnedObjectPath;
 
-use crate::cause::JobEvent;
+use crate::cause::{JobEvent, ServiceJobs};
+use crate::observation::{Cause, Observation, Trigger};
 
 /// The units whose jobs are watched unless the configuration says otherwise.
 pub const DEFAULT_UNITS: [&str; 8] = [
@@ -200,4 +201,27 @@ async fn job_type(conn: &zbus::Connection, path: &OwnedObjectPath) -> Option<Str
         .await
         .ok()?
         .ok()
+}
+
+/// Runs [`watch`] for the daemon: keeps `jobs` up to date (the loop reads it when it sees a
+/// drop) and, when a job ends, sends an observation that re-checks every guard at once with
+/// the job as its cause.
+pub async fn feed(
+    bus: Bus,
+    units: Vec<String>,
+    jobs: tokio::sync::watch::Sender<ServiceJobs>,
+    observer: mpsc::Sender<Observation>,
+) {
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(watch(bus, units, tx));
+    while let Some(event) = rx.recv().await {
+        let mut ended = None;
+        jobs.send_modify(|j| ended = j.record(&event, tokio::time::Instant::now()));
+        if let Some(job) = ended {
+            let seen = Observation::all(Trigger::ServiceJob).with_cause(Cause::from(job));
+            if observer.send(seen).await.is_err() {
+                return;
+            }
+        }
+    }
 }

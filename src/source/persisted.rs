@@ -13,8 +13,12 @@ use inotify::{Inotify, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::persist::resolve::{SYSCTL_CONF, SYSCTL_D, Tree};
+use crate::key::SysctlKey;
+use crate::persist::resolve::{Conflict, ConflictTracker, SYSCTL_CONF, SYSCTL_D, Tree, conflicts};
 use crate::persist::scan::{Root, Unreadable, scan};
+use crate::report::{PersistedConflict, Report};
+use crate::snapshot::Snapshot;
+use crate::sysctl::Value;
 
 /// Editors write a file in several steps (truncate, write, rename): wait for quiet first.
 pub const SETTLE: Duration = Duration::from_millis(150);
@@ -194,6 +198,117 @@ pub async fn watch(root: Root, tx: mpsc::Sender<Persisted>) {
             }
         }
     }
+}
+
+/// For the daemon: reports each persisted value that conflicts with a guard when it is first
+/// seen (at start, or when the files change) and when it goes away, and at start once every
+/// other hazard `fwdguard doctor` would name. Works from the guards the loop publishes, so a
+/// reload is followed; recomputes only when the files or the guards changed.
+pub async fn report(
+    root: Root,
+    mut snapshots: tokio::sync::watch::Receiver<Snapshot>,
+    reporter: mpsc::Sender<Report>,
+) {
+    let (tx, mut rx) = mpsc::channel(4);
+    tokio::spawn(watch(root.clone(), tx));
+    let mut tracker = ConflictTracker::default();
+    let mut tree: Option<Tree> = None;
+    let mut unreadable: Vec<Unreadable> = Vec::new();
+    let mut guards: Vec<(SysctlKey, Value)> = Vec::new();
+    let mut hazards_said = false;
+    loop {
+        let files_changed = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => {
+                    if p.unreadable != unreadable {
+                        for u in &p.unreadable {
+                            tracing::warn!(path = %u.path, "persisted sysctl settings: {u}");
+                        }
+                        unreadable = p.unreadable;
+                    }
+                    tree = Some(p.tree);
+                    true
+                }
+                None => return,
+            },
+            r = snapshots.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
+        };
+        let now = guards_of(&snapshots.borrow_and_update());
+        if !files_changed && now == guards {
+            continue;
+        }
+        guards = now;
+        let Some(t) = &tree else { continue };
+        if guards.is_empty() {
+            continue;
+        }
+        let mut reports = Vec::new();
+        if !hazards_said {
+            hazards_said = true;
+            reports.extend(other_hazards(root.clone(), guards.clone()).await);
+        }
+        let (new, gone) = tracker.update(conflicts(t, &guards));
+        reports.extend(
+            new.into_iter()
+                .map(|c| Report::PersistedConflict(persisted(c))),
+        );
+        reports.extend(
+            gone.into_iter()
+                .map(|c| Report::PersistedConflictGone(persisted(c))),
+        );
+        for r in reports {
+            if reporter.send(r).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn guards_of(snapshot: &Snapshot) -> Vec<(SysctlKey, Value)> {
+    snapshot
+        .guards
+        .iter()
+        .filter_map(|g| Some((SysctlKey::parse(&g.key).ok()?, Value::new(&g.want))))
+        .collect()
+}
+
+fn persisted(c: Conflict) -> PersistedConflict {
+    let mut source = c.setting.at.to_string();
+    if let Some(via) = &c.setting.at.via {
+        source.push_str(&format!(" (via {via})"));
+    }
+    PersistedConflict {
+        key: SysctlKey::parse(&c.key).unwrap_or_else(|_| unreachable!("a guarded key")),
+        want: Value::new(&c.want),
+        value: c.setting.value,
+        source,
+        appliers: c.appliers.iter().map(|a| a.name().to_owned()).collect(),
+    }
+}
+
+/// The hazards other than persisted values (the initscripts network service, Docker,
+/// networkd, NetworkManager), read in a blocking thread.
+async fn other_hazards(root: Root, guards: Vec<(SysctlKey, Value)>) -> Vec<Report> {
+    let found = tokio::task::spawn_blocking(move || {
+        let inputs = crate::doctor::gather(&root, false);
+        crate::doctor::diagnose(&inputs, &guards, "", Vec::new()).hazards
+    })
+    .await
+    .unwrap_or_default();
+    found
+        .into_iter()
+        .filter(|h| h.kind != crate::doctor::Kind::Persisted)
+        .map(|h| Report::Hazard {
+            source: h.evidence,
+            hazard: h.what,
+            fix: h.fix,
+        })
+        .collect()
 }
 
 #[cfg(test)]
