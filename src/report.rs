@@ -566,6 +566,58 @@ mod tests {
     }
 
     #[test]
+    fn a_service_job_is_named_after_the_value() {
+        let r = Report::DriftRestored {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            old: Value::new("0"),
+            trigger: Trigger::Netconf,
+            wrong_for: Duration::from_micros(14),
+            attempts: 1,
+            cause: Some(Cause::ServiceJob {
+                unit: "network.service".into(),
+                job: "restart".into(),
+                result: String::new(),
+                after: None,
+            }),
+        };
+        assert_eq!(
+            r.to_string(),
+            "net.ipv4.conf.all.forwarding was 0 (during restart of network.service), restored to 1 in 14µs (seen via netconf)"
+        );
+        let fields = r.fields();
+        assert!(fields.contains(&("FWDGUARD_UNIT", "network.service".into())));
+        assert!(fields.contains(&("FWDGUARD_CAUSE", "during restart of network.service".into())));
+    }
+
+    #[test]
+    fn persisted_conflicts_read_well_and_carry_fields() {
+        let c = PersistedConflict {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            value: "0".into(),
+            source: "/etc/sysctl.conf:3".into(),
+            appliers: vec!["systemd-sysctl".into(), "sysctl -p (procps-ng 4)".into()],
+        };
+        let r = Report::PersistedConflict(c.clone());
+        assert_eq!(
+            r.to_string(),
+            "will set net.ipv4.conf.all.forwarding to 0 at the next network restart or boot: /etc/sysctl.conf:3 (by systemd-sysctl, sysctl -p (procps-ng 4)); fwdguard guards it at 1"
+        );
+        assert_eq!(r.priority(), Priority::Warning);
+        assert!(
+            r.fields()
+                .contains(&("FWDGUARD_SOURCE", "/etc/sysctl.conf:3".into()))
+        );
+        let gone = Report::PersistedConflictGone(c);
+        assert!(
+            gone.to_string()
+                .starts_with("/etc/sysctl.conf:3 no longer sets net.ipv4.conf.all.forwarding to 0")
+        );
+        assert_eq!(gone.priority(), Priority::Notice);
+    }
+
+    #[test]
     fn restored_report_reads_well_and_carries_fields() {
         let r = Report::DriftRestored {
             key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),

@@ -1,6 +1,7 @@
 //! Where observations come from: netconf and link events over netlink, inotify on `/proc/sys`
-//! files. Each source says which keys may have changed, and what it knows of the new value;
-//! routing and the policy take it from there.
+//! files, and systemd service jobs over D-Bus ([`jobs`]). Each source says which keys may have
+//! changed, and what it knows of the new value; routing and the policy take it from there.
+//! [`persisted`] watches the sysctl configuration files and reports conflicts with the guards.
 
 pub mod files;
 pub mod jobs;
