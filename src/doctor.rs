@@ -708,7 +708,11 @@ impl Diagnosis {
             for k in &self.current {
                 let _ = match (&k.value, k.state) {
                     (Some(v), State::Ok) => writeln!(o, "  ok     {} = {v}", k.key),
-                    (Some(v), _) => writeln!(o, "  WRONG  {} = {v} (want {})", k.key, k.want),
+                    (Some(v), _) => writeln!(
+                        o,
+                        "  WRONG  {} = {v} (want {}; fix now: sysctl -w {}={}, or start fwdguard)",
+                        k.key, k.want, k.key, k.want
+                    ),
                     (None, _) => writeln!(
                         o,
                         "  ?      {}: {}",
