@@ -252,7 +252,9 @@ pub async fn report(
             hazards_said = true;
             reports.extend(other_hazards(root.clone(), guards.clone()).await);
         }
-        let (new, gone) = tracker.update(conflicts(t, &guards));
+        let (new, mut gone) = tracker.update(conflicts(t, &guards));
+        // A key no longer guarded (after a reload) is not news about the files.
+        gone.retain(|c| guards.iter().any(|(k, _)| k.to_string() == c.key));
         reports.extend(
             new.into_iter()
                 .map(|c| Report::PersistedConflict(persisted(c))),
