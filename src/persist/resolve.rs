@@ -371,7 +371,9 @@ fn read(tree: &Tree, applier: Applier) -> (Vec<Item>, Merge) {
             ];
             for (dir, later) in order {
                 for (name, state) in tree.dirs.get(dir).into_iter().flatten() {
-                    if later.iter().any(|l| is_text(l, name)) {
+                    // The shell's `*` skips dot files; a regular file of the same name in a
+                    // later directory wins.
+                    if name.starts_with('.') || later.iter().any(|l| is_text(l, name)) {
                         continue;
                     }
                     v.extend(items(state, &format!("{dir}/{name}"), Dialect::Procps3));
