@@ -625,7 +625,13 @@ fn networkd(f: &TextFile, families: &BTreeSet<&str>) -> Vec<Hazard> {
         out.push(Hazard {
             kind: Kind::Networkd,
             evidence: format!("{}:{n}", f.path),
-            what: format!("systemd-networkd turns forwarding off {scope}: `{key}={value}`"),
+            what: if key == "IPForward" {
+                format!(
+                    "systemd-networkd is told to keep forwarding off {scope}: `{key}={value}` (whether it turns forwarding off depends on the systemd version; IPv4Forwarding=/IPv6Forwarding= replace it since systemd 256)"
+                )
+            } else {
+                format!("systemd-networkd turns forwarding off {scope}: `{key}={value}`")
+            },
             fix: format!(
                 "remove `{key}={value}` from {}:{n} or set it to yes, then `networkctl reload`",
                 f.path

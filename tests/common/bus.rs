@@ -87,8 +87,10 @@ impl PrivateBus {
             .spawn()
             .expect("start dbus-daemon");
         self.child = Some(child);
+        // The socket file appears at bind(2), before listen(2): wait until a connection is
+        // accepted.
         let start = Instant::now();
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "dbus-daemon did not listen"
