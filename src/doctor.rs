@@ -14,11 +14,12 @@ use serde::Serialize;
 use crate::check::{self, KeyCheck, State};
 use crate::config::Config;
 use crate::key::SysctlKey;
+use crate::knob::Knobs;
 use crate::persist::resolve::{
     self, Conflict, FileProblem, FileState, How, Outcome, Tree, conflicts,
 };
 use crate::persist::scan::{Found, Root, Unreadable, scan};
-use crate::sysctl::{Knobs, Value};
+use crate::value::Value;
 
 pub const EXIT_CLEAN: u8 = 0;
 pub const EXIT_HAZARDS: u8 = 1;

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use super::parse::{self, Dialect, Entry, Problem};
 use crate::key::SysctlKey;
-use crate::sysctl::Value;
+use crate::value::Value;
 
 /// The sysctl.d directories, in systemd's order of precedence.
 pub const SYSCTL_D: [&str; 5] = [

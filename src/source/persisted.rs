@@ -18,7 +18,7 @@ use crate::persist::resolve::{Conflict, ConflictTracker, SYSCTL_CONF, SYSCTL_D, 
 use crate::persist::scan::{Root, Unreadable, scan};
 use crate::report::{PersistedConflict, Report};
 use crate::snapshot::Snapshot;
-use crate::sysctl::Value;
+use crate::value::Value;
 
 /// Editors write a file in several steps (truncate, write, rename): wait for quiet first.
 pub const SETTLE: Duration = Duration::from_millis(150);
