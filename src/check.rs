@@ -27,7 +27,7 @@ pub enum State {
 }
 
 /// One key's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyCheck {
     pub key: String,
     pub want: String,
@@ -48,6 +48,10 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub keys: Vec<KeyCheck>,
+    /// What `fwdguard doctor` would warn about, in one line (persisted 0s and the like).
+    /// It does not change the status: the keys hold now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hazards: Option<String>,
 }
 
 impl Outcome {
@@ -57,6 +61,7 @@ impl Outcome {
             status: State::Unknown,
             error: Some(error),
             keys: Vec::new(),
+            hazards: None,
         }
     }
 
@@ -122,6 +127,9 @@ impl Outcome {
                 let _ = writeln!(out, "warning  {}", d.describe(&k.key));
             }
         }
+        if let Some(h) = &self.hazards {
+            let _ = writeln!(out, "note: {h}");
+        }
         out
     }
 }
@@ -176,6 +184,7 @@ pub fn check(
         status,
         error: None,
         keys,
+        hazards: None,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::daemon::{self, Setup};
 use crate::knob::read_once;
 use crate::sysctl::ProcSys;
 use crate::value::Shape;
-use crate::{check, demo, logging};
+use crate::{check, demo, doctor, logging};
 
 /// sysexits(3) EX_CONFIG: a configuration error.
 pub const EXIT_CONFIG: u8 = 78;
@@ -39,6 +39,22 @@ enum Command {
     /// Read every guarded key once: exit 0 if all hold, 2 if any is wrong, 3 if one cannot be read.
     Check {
         /// Configuration file [default: as for `run`]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain what keeps turning forwarding off here, or in an image with --root, and how to
+    /// stop it: exit 0 if nothing is wrong, 1 if there are hazards, 2 if a guarded key is wrong
+    /// right now, 3 if the configuration cannot be read.
+    Doctor {
+        /// Explain the image or chroot below DIR instead of this host (current values and
+        /// the service state are then skipped). Symlinks never lead out of DIR.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Configuration file [default: as for `run`; with --root, DIR/etc/fwdguard/fwdguard.toml
+        /// if present, else the built-in default]
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print the result as JSON.
@@ -75,6 +91,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config, json } => check(config.as_deref(), json),
+        Command::Doctor { root, config, json } => doctor(root.as_deref(), config.as_deref(), json),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
@@ -154,10 +171,14 @@ fn run_daemon(explicit: Option<PathBuf>) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let setup = Setup::new(config, explicit, sink);
+    let mut setup = Setup::new(config, explicit, sink);
     // Sources of other layers are spawned here, in the runtime, with `setup.observer()`;
     // readers of the guard's state take `setup.snapshots()`.
-    match runtime.block_on(daemon::run(setup, std::future::pending())) {
+    let run = async {
+        crate::source::spawn_cause_sources(&mut setup);
+        daemon::run(setup, std::future::pending()).await
+    };
+    match runtime.block_on(run) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
@@ -189,19 +210,60 @@ fn check(explicit: Option<&Path>, json: bool) -> u8 {
         }
         found
     };
-    let outcome = check::check(&config, &mut ProcSys::default(), &mut environment);
+    let mut outcome = check::check(&config, &mut ProcSys::default(), &mut environment);
+    outcome.hazards = doctor::hazards_line(&config);
+    match print_result("check", &outcome, json, || outcome.text()) {
+        Some(_) => outcome.exit_code(),
+        None => check::EXIT_UNKNOWN,
+    }
+}
+
+/// Prints a result as JSON or text; `None` if JSON could not be made (said on stderr).
+fn print_result(
+    command: &str,
+    result: &impl serde::Serialize,
+    json: bool,
+    text: impl FnOnce() -> String,
+) -> Option<()> {
     if json {
-        match serde_json::to_string_pretty(&outcome) {
+        match serde_json::to_string_pretty(result) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("fwdguard check: {e}");
-                return check::EXIT_UNKNOWN;
+                eprintln!("fwdguard {command}: {e}");
+                return None;
             }
         }
     } else {
-        print!("{}", outcome.text());
+        print!("{}", text());
     }
-    outcome.exit_code()
+    Some(())
+}
+
+fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
+    let config = match (explicit, root) {
+        (Some(_), _) | (None, None) => Config::resolve(explicit),
+        (None, Some(dir)) => {
+            let r = crate::persist::scan::Root::new(dir);
+            match r.read(DEFAULT_PATH) {
+                crate::persist::scan::Found::Text { text, .. } => {
+                    Config::parse(&text, &r.host_path(DEFAULT_PATH))
+                }
+                _ => Ok(Config::default()),
+            }
+        }
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fwdguard doctor: {e}");
+            return doctor::EXIT_UNKNOWN;
+        }
+    };
+    let diagnosis = doctor::run(&config, root, &mut ProcSys::default());
+    match print_result("doctor", &diagnosis, json, || diagnosis.text()) {
+        Some(_) => diagnosis.exit_code(),
+        None => doctor::EXIT_UNKNOWN,
+    }
 }
 
 /// Why the BPF hook could not keep the `prevent` keys of `config` here, if it could not.

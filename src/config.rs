@@ -90,6 +90,32 @@ pub struct Config {
     /// Attach the BPF sysctl hook (`bpf-hook`, default true): it keeps `prevent` keys and
     /// names writers. `false`: no BPF at all; `prevent` then restores (and says so).
     pub bpf_hook: bool,
+    pub causes: Causes,
+}
+
+/// Where drops come from: systemd service jobs over D-Bus, and the persisted sysctl files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Causes {
+    /// `service-units`: units whose jobs are watched; empty: no D-Bus at all.
+    pub units: Vec<String>,
+    /// `service-window`: a drop this long after such a job finished is still its doing.
+    pub window: Duration,
+    /// `persisted-root`: the directory below which `/etc/sysctl.conf` and the `sysctl.d`
+    /// directories are read and watched: `/` on a host; tests and chroots point elsewhere.
+    pub persisted_root: PathBuf,
+}
+
+impl Default for Causes {
+    fn default() -> Self {
+        Self {
+            units: crate::source::jobs::DEFAULT_UNITS
+                .iter()
+                .map(|u| (*u).to_owned())
+                .collect(),
+            window: DEFAULT_SERVICE_WINDOW,
+            persisted_root: PathBuf::from("/"),
+        }
+    }
 }
 
 /// A configuration that could not be used.
@@ -126,6 +152,9 @@ pub enum ConfigError {
 const DEFAULT_REREAD: Duration = Duration::from_secs(30);
 const DEFAULT_FLAP_THRESHOLD: u32 = 5;
 const DEFAULT_FLAP_WINDOW: Duration = Duration::from_secs(60);
+const DEFAULT_SERVICE_WINDOW: Duration = Duration::from_secs(5);
+/// `service-window`: up to an hour; a drop an hour after a restart is not its doing.
+pub const SERVICE_WINDOW: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
 
 /// The largest configuration file read; a real one is a few hundred bytes.
 pub const MAX_SIZE: u64 = 1 << 20;
@@ -158,6 +187,7 @@ impl Default for Config {
                 action: Action::Restore,
             }],
             bpf_hook: true,
+            causes: Causes::default(),
         }
     }
 }
@@ -169,6 +199,9 @@ struct RawConfig {
     flap_threshold: Option<Spanned<i64>>,
     flap_window: Option<Spanned<HumanDuration>>,
     bpf_hook: Option<bool>,
+    service_units: Option<Spanned<Vec<Spanned<String>>>>,
+    service_window: Option<Spanned<HumanDuration>>,
+    persisted_root: Option<Spanned<String>>,
     #[serde(default)]
     guard: Vec<Spanned<RawGuard>>,
 }
@@ -241,6 +274,59 @@ fn bounded(
             humantime::format_duration(d)
         ),
     ))
+}
+
+/// `service-units`, `service-window`, `persisted-root`.
+fn causes(
+    units: Option<Spanned<Vec<Spanned<String>>>>,
+    window: Option<Spanned<HumanDuration>>,
+    root: Option<Spanned<String>>,
+) -> Result<Causes, (Range<usize>, String)> {
+    let mut c = Causes {
+        window: bounded(
+            window,
+            "service-window",
+            &SERVICE_WINDOW,
+            DEFAULT_SERVICE_WINDOW,
+        )?,
+        ..Causes::default()
+    };
+    if let Some(units) = units {
+        c.units.clear();
+        for u in units.into_inner() {
+            let span = u.span();
+            let name = u.into_inner();
+            // systemd unit names: a suffix such as `.service`, no slashes or spaces.
+            let valid = name.contains('.')
+                && !name.starts_with('.')
+                && name.chars().all(|ch| ch.is_ascii_graphic() && ch != '/');
+            if !valid {
+                return Err((
+                    span,
+                    format!("`{name}` is not a systemd unit name (e.g. network.service)"),
+                ));
+            }
+            if c.units.contains(&name) {
+                return Err((span, format!("{name} is listed twice")));
+            }
+            c.units.push(name);
+        }
+    }
+    if let Some(root) = root {
+        let span = root.span();
+        let path = PathBuf::from(root.into_inner());
+        if !path.is_absolute() {
+            return Err((
+                span,
+                format!(
+                    "persisted-root must be an absolute directory, not {}",
+                    path.display()
+                ),
+            ));
+        }
+        c.persisted_root = path;
+    }
+    Ok(c)
 }
 
 impl Config {
@@ -371,12 +457,15 @@ impl Config {
             spans.push(span);
         }
 
+        let causes =
+            causes(raw.service_units, raw.service_window, raw.persisted_root).map_err(at)?;
         Ok(Self {
             origin: Origin::File(path.to_owned()),
             reread_interval,
             flapping: Flapping { threshold, window },
             guards,
             bpf_hook: raw.bpf_hook.unwrap_or(true),
+            causes,
         })
     }
 
@@ -571,13 +660,52 @@ action = "alert"
         assert_eq!(c.reread_interval, Duration::from_secs(30));
         assert_eq!(c.flapping, Config::default().flapping);
         assert_eq!(c.guards, Config::default().guards);
+        assert_eq!(c.causes, Causes::default());
+        assert_eq!(c.causes.units.len(), 8);
+    }
+
+    #[test]
+    fn causes_settings() {
+        let c = parse(
+            "service-units = [\"network.service\", \"docker.service\"]\nservice-window = \"2s\"\npersisted-root = \"/srv/image\"\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n",
+        )
+        .expect("valid");
+        assert_eq!(c.causes.units, ["network.service", "docker.service"]);
+        assert_eq!(c.causes.window, Duration::from_secs(2));
+        assert_eq!(c.causes.persisted_root, PathBuf::from("/srv/image"));
+        let none =
+            parse("service-units = []\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n")
+                .expect("valid");
+        assert!(none.causes.units.is_empty());
+        for (text, want) in [
+            (
+                "service-units = [\"network\"]\n",
+                "test.toml:1:18: `network` is not a systemd unit name",
+            ),
+            (
+                "service-units = [\"a.service\", \"a.service\"]\n",
+                "test.toml:1:31: a.service is listed twice",
+            ),
+            (
+                "service-window = \"2h\"\n",
+                "test.toml:1:18: service-window must be between 0s and 1h, not 2h",
+            ),
+            (
+                "persisted-root = \"image\"\n",
+                "test.toml:1:18: persisted-root must be an absolute directory",
+            ),
+        ] {
+            let text = format!("{text}[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n");
+            let got = error(&text);
+            assert!(got.starts_with(want), "{got}");
+        }
     }
 
     #[test]
     fn unknown_keys_are_refused_with_position() {
         assert_eq!(
             error("reread-intervall = \"5s\"\n"),
-            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `bpf-hook`, `guard`"
+            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `bpf-hook`, `service-units`, `service-window`, `persisted-root`, `guard`"
         );
         let e =
             error("[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\nation = \"alert\"\n");

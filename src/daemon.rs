@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
 use crate::bpf::{self, Hook};
+use crate::cause::ServiceJobs;
 use crate::config::{Action, Config, Origin};
 use crate::key::SysctlKey;
 use crate::key::{Family, Watch};
@@ -37,6 +38,8 @@ const NETLINK_ERRORS_TO_GIVE_UP: u32 = 100;
 const OUTPUT_RETRY: Duration = Duration::from_millis(100);
 /// Observations other tasks may queue before their senders wait (in their own tasks).
 const OBSERVATION_QUEUE: usize = 256;
+/// Reports other tasks may queue (persisted-setting conflicts: a handful at a time).
+const REPORT_QUEUE: usize = 64;
 
 /// What the daemon needs to start, and the two ends other tasks use: [`Setup::observer`] to
 /// feed observations in, [`Setup::snapshots`] to read the guard's state.
@@ -49,11 +52,15 @@ pub struct Setup {
     observer: mpsc::Sender<Observation>,
     inbox: mpsc::Receiver<Observation>,
     snapshot: watch::Sender<Snapshot>,
+    reporter: mpsc::Sender<Report>,
+    reports: mpsc::Receiver<Report>,
+    jobs: Option<watch::Receiver<ServiceJobs>>,
 }
 
 impl Setup {
     pub fn new(config: Config, explicit: Option<PathBuf>, log: Box<dyn Sink>) -> Self {
         let (observer, inbox) = mpsc::channel(OBSERVATION_QUEUE);
+        let (reporter, reports) = mpsc::channel(REPORT_QUEUE);
         Self {
             config,
             explicit,
@@ -61,7 +68,22 @@ impl Setup {
             observer,
             inbox,
             snapshot: watch::Sender::new(Snapshot::default()),
+            reporter,
+            reports,
+            jobs: None,
         }
+    }
+
+    /// For a task that finds things worth telling but no key change (persisted settings that
+    /// will turn a key off): its reports go to the same sinks as the loop's own.
+    pub fn reporter(&self) -> mpsc::Sender<Report> {
+        self.reporter.clone()
+    }
+
+    /// The service jobs a drop may belong to (kept by the D-Bus job watcher): a drop seen
+    /// without a cause of its own is attributed to the job running, or just finished, then.
+    pub fn attribute_with(&mut self, jobs: watch::Receiver<ServiceJobs>) {
+        self.jobs = Some(jobs);
     }
 
     /// For a source running in a task of its own (a D-Bus job watcher, a BPF ring buffer
@@ -212,6 +234,7 @@ pub async fn run_with<K: Knobs>(
                 Err(e) => tracing::error!("inotify: {e}"),
             },
             Some(observation) = g.inbox.recv() => g.on_observation(observation),
+            Some(report) = g.reports.recv() => g.emit(report),
             (socket, links) = async { link_dump.as_mut().expect("guarded").await }, if link_dump.is_some() => {
                 link_dump = None;
                 g.requests = Some(socket);
@@ -312,6 +335,10 @@ struct Guardian<K: Knobs> {
     /// Kept so the inbox never closes, even when no other source holds a sender.
     _observer: mpsc::Sender<Observation>,
     inbox: mpsc::Receiver<Observation>,
+    /// Kept, like `_observer`, so the channel never closes.
+    _reporter: mpsc::Sender<Report>,
+    reports: mpsc::Receiver<Report>,
+    jobs: Option<watch::Receiver<ServiceJobs>>,
     snapshot: watch::Sender<Snapshot>,
     /// Something the snapshot shows changed since it was last published.
     changed: bool,
@@ -357,6 +384,9 @@ impl<K: Knobs> Guardian<K> {
             notifier: io.notifier,
             _observer: setup.observer,
             inbox: setup.inbox,
+            _reporter: setup.reporter,
+            reports: setup.reports,
+            jobs: setup.jobs,
             snapshot: setup.snapshot,
             changed: true,
             events_lost: 0,
@@ -504,7 +534,19 @@ impl<K: Knobs> Guardian<K> {
             (Some(v), Scope::Key(_)) if *v != g.state.guard.want => Ok(v.clone()),
             _ => read(&mut self.knobs, g),
         };
-        let (trigger, cause) = (observation.trigger, observation.cause.as_ref());
+        // A wrong value with no cause of its own: the service job running (or just finished)
+        // when it was seen, if the D-Bus watcher knows one.
+        let job = match (&reading, &observation.cause, &self.jobs) {
+            (Ok(v), None, Some(jobs)) if *v != g.state.guard.want => jobs
+                .borrow()
+                .cause(Instant::now())
+                .map(crate::observation::Cause::from),
+            _ => None,
+        };
+        let (trigger, cause) = (
+            observation.trigger,
+            observation.cause.as_ref().or(job.as_ref()),
+        );
         let mut decision = g.state.observe(reading, trigger, cause, Instant::now());
         let mut reports = std::mem::take(&mut decision.reports);
         // The policy bounds how often it asks to write again.
@@ -1374,6 +1416,7 @@ mod tests {
                     unit: "network.service".into(),
                     job: "restart".into(),
                     result: "done".into(),
+                    after: Some(Duration::ZERO),
                 };
                 h.observer
                     .send(Observation::all(Trigger::ServiceJob).with_cause(cause.clone()))
@@ -1393,9 +1436,9 @@ mod tests {
                         assert_eq!(*trigger, Trigger::ServiceJob);
                         assert_eq!(*c, cause);
                         assert!(
-                            reports[0]
-                                .to_string()
-                                .ends_with("; cause: systemd restart of network.service (done)"),
+                            reports[0].to_string().starts_with(
+                                "net.ipv4.conf.all.forwarding was 0 (when restart of network.service finished: done), restored to 1 in"
+                            ),
                             "{}",
                             reports[0]
                         );

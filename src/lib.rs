@@ -23,16 +23,19 @@
 //!   for the demo, benchmarks and tests.
 
 pub mod bpf;
+pub mod cause;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod key;
 pub mod knob;
 pub mod logging;
 pub mod observation;
 pub mod output;
+pub mod persist;
 pub mod policy;
 pub mod report;
 pub mod routing;

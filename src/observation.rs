@@ -49,11 +49,14 @@ impl Trigger {
 /// Why a key changed, when a source can tell. Attached to the reports its observation leads to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cause {
-    /// A systemd job finished: `unit`, the job type (`restart`, `stop`, ...), its result.
+    /// A systemd job of a watched unit: `job` is its type (`restart`, `stop`, ...; "a job" if
+    /// systemd did not say), `result` how it ended (`done`, `failed`, ...; empty while it runs).
+    /// `after`: `None` while the job runs, else how long after its end the key was found wrong.
     ServiceJob {
         unit: String,
         job: String,
         result: String,
+        after: Option<std::time::Duration>,
     },
     /// A process wrote the key (seen by the BPF cgroup/sysctl hook).
     Writer(Box<Writer>),
@@ -104,9 +107,26 @@ impl std::fmt::Display for Writer {
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Cause::ServiceJob { unit, job, result } => {
-                write!(f, "systemd {job} of {unit} ({result})")
-            }
+            // "during restart of network.service", "when restart of network.service finished:
+            // done", "120ms after restart of network.service finished: done".
+            Cause::ServiceJob {
+                unit,
+                job,
+                result,
+                after,
+            } => match after {
+                None => write!(f, "during {job} of {unit}"),
+                Some(d) if d.is_zero() => {
+                    write!(f, "when {job} of {unit} finished: {result}")
+                }
+                Some(d) => write!(
+                    f,
+                    "{} after {job} of {unit} finished: {result}",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        d.as_millis() as u64
+                    ))
+                ),
+            },
             Cause::Writer(w) => write!(f, "write of {} by {w}", w.written),
         }
     }

@@ -198,17 +198,17 @@ impl GuardState {
         }
 
         if value == self.guard.want {
-            if let Known::Drifted { value: old, since } = &self.seen {
-                if self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused) {
-                    d.reports.push(Report::Recovered {
-                        key: self.guard.key.clone(),
-                        want: self.guard.want.clone(),
-                        old: old.clone(),
-                        trigger,
-                        wrong_for: now.saturating_duration_since(*since),
-                        cause: cause.cloned(),
-                    });
-                }
+            if let Known::Drifted { value: old, since } = &self.seen
+                && (self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused))
+            {
+                d.reports.push(Report::Recovered {
+                    key: self.guard.key.clone(),
+                    want: self.guard.want.clone(),
+                    old: old.clone(),
+                    trigger,
+                    wrong_for: now.saturating_duration_since(*since),
+                    cause: cause.cloned(),
+                });
             }
             self.seen = Known::Holding;
             self.failing = None;

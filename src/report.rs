@@ -122,6 +122,30 @@ pub enum Report {
         /// Whether writers are still named (an audit-only hook is attached).
         writers_named: bool,
     },
+    /// A persisted sysctl setting will set a guarded key to another value at the next boot or
+    /// network restart (found at start, or when the sysctl files changed).
+    PersistedConflict(PersistedConflict),
+    /// ... and no longer does.
+    PersistedConflictGone(PersistedConflict),
+    /// Something else that turns forwarding off, found at start (as `fwdguard doctor` does).
+    Hazard {
+        source: String,
+        hazard: String,
+        fix: String,
+    },
+}
+
+/// A persisted value of a guarded key that differs from the guard's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedConflict {
+    pub key: SysctlKey,
+    pub want: Value,
+    /// The value the files set.
+    pub value: String,
+    /// `FILE:LINE` of the entry that wins.
+    pub source: String,
+    /// The appliers for which it wins, by name.
+    pub appliers: Vec<String>,
 }
 
 /// Journal `MESSAGE_ID`s. Stable forever: operators filter and alert on them.
@@ -142,8 +166,11 @@ pub mod message_id {
     pub const WRITE_SEEN: &str = "4ec892bae76848409d67d12102c644f8";
     pub const PREVENT_UNAVAILABLE: &str = "b41d58243f084c4f94542af799ec9c39";
     pub const HOOK_ATTACHED: &str = "40e96adaf8f746de9431ecd19b24edbe";
+    pub const PERSISTED_CONFLICT: &str = "0492fcc418a84ddeaa94cef6744cd12b";
+    pub const PERSISTED_CONFLICT_GONE: &str = "f0a73969dfcc487bbe59d8dfa26a39d7";
+    pub const HAZARD: &str = "15fbb4fc32bd4dfa83b78159a30d4966";
 
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 19] = [
         DRIFT_RESTORED,
         DRIFT_ALERTED,
         RESTORE_FAILED,
@@ -160,6 +187,9 @@ pub mod message_id {
         WRITE_SEEN,
         PREVENT_UNAVAILABLE,
         HOOK_ATTACHED,
+        PERSISTED_CONFLICT,
+        PERSISTED_CONFLICT_GONE,
+        HAZARD,
     ];
 }
 
@@ -195,6 +225,9 @@ impl Report {
             Report::WriteSeen { .. } => WRITE_SEEN,
             Report::PreventUnavailable { .. } => PREVENT_UNAVAILABLE,
             Report::HookAttached { .. } => HOOK_ATTACHED,
+            Report::PersistedConflict(_) => PERSISTED_CONFLICT,
+            Report::PersistedConflictGone(_) => PERSISTED_CONFLICT_GONE,
+            Report::Hazard { .. } => HAZARD,
         }
     }
 
@@ -211,10 +244,13 @@ impl Report {
             | Report::OutputLost { .. }
             | Report::WriteReplaced { .. }
             | Report::WriteSeen { .. }
-            | Report::PreventUnavailable { .. } => Priority::Warning,
+            | Report::PreventUnavailable { .. }
+            | Report::PersistedConflict(_)
+            | Report::Hazard { .. } => Priority::Warning,
             Report::Recovered { .. }
             | Report::FlappingEnded { .. }
-            | Report::KeyAvailable { .. } => Priority::Notice,
+            | Report::KeyAvailable { .. }
+            | Report::PersistedConflictGone(_) => Priority::Notice,
             Report::ConfigReloaded { .. } | Report::HookAttached { .. } => Priority::Info,
         }
     }
@@ -232,12 +268,14 @@ impl Report {
             | Report::KeyAvailable { key, .. }
             | Report::WriteReplaced { key, .. }
             | Report::WriteSeen { key, .. } => Some(key),
+            Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => Some(&c.key),
             Report::ConfigReloaded { .. }
             | Report::ReloadFailed { .. }
             | Report::EventsLost { .. }
             | Report::OutputLost { .. }
             | Report::HookAttached { .. }
-            | Report::PreventUnavailable { .. } => None,
+            | Report::PreventUnavailable { .. }
+            | Report::Hazard { .. } => None,
         }
     }
 
@@ -362,6 +400,21 @@ impl Report {
                 f.push(("FWDGUARD_KEY", keys.join(" ")));
                 f.push(("FWDGUARD_ERROR", error.clone()));
             }
+            Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => {
+                f.push(("FWDGUARD_PERSISTED", c.value.clone()));
+                f.push(("FWDGUARD_WANT", c.want.to_string()));
+                f.push(("FWDGUARD_SOURCE", c.source.clone()));
+                f.push(("FWDGUARD_APPLIERS", c.appliers.join(", ")));
+            }
+            Report::Hazard {
+                source,
+                hazard,
+                fix,
+            } => {
+                f.push(("FWDGUARD_SOURCE", source.clone()));
+                f.push(("FWDGUARD_HAZARD", hazard.clone()));
+                f.push(("FWDGUARD_FIX", fix.clone()));
+            }
         }
         if let Some(cause) = self.cause() {
             f.push(("FWDGUARD_CAUSE", cause.to_string()));
@@ -412,6 +465,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.sentence(f)?;
         match self.cause() {
+            // Said right after the value: "was 0 (during restart of network.service)".
+            Some(Cause::ServiceJob { .. })
+                if matches!(
+                    self,
+                    Report::DriftRestored { .. } | Report::DriftAlerted { .. }
+                ) =>
+            {
+                Ok(())
+            }
             Some(cause) => write!(f, "; cause: {cause}"),
             None => Ok(()),
         }
@@ -432,7 +494,8 @@ impl Report {
             } => {
                 write!(
                     f,
-                    "{key} was {old}, restored to {want} in {} (seen via {})",
+                    "{key} was {old}{}, restored to {want} in {} (seen via {})",
+                    self.job_note(),
                     human(*wrong_for),
                     trigger.as_str()
                 )?;
@@ -449,7 +512,8 @@ impl Report {
                 ..
             } => write!(
                 f,
-                "{key} is {value}, want {want}; action is alert, not changing it (seen via {})",
+                "{key} is {value}{}, want {want}; action is alert, not changing it (seen via {})",
+                self.job_note(),
                 trigger.as_str()
             ),
             Report::RestoreFailed {
@@ -573,6 +637,42 @@ impl Report {
                     }
                 )
             }
+            Report::PersistedConflict(c) => write!(
+                f,
+                "will set {} to {} at the next network restart or boot: {} (by {}); fwdguard guards it at {}",
+                c.key,
+                c.value,
+                c.source,
+                c.appliers.join(", "),
+                c.want
+            ),
+            Report::PersistedConflictGone(c) => write!(
+                f,
+                "{} no longer sets {} to {} (for {}): the next network restart or boot leaves it at {} as far as the sysctl files go",
+                c.source,
+                c.key,
+                c.value,
+                c.appliers.join(", "),
+                c.want
+            ),
+            Report::Hazard {
+                source,
+                hazard,
+                fix,
+            } => {
+                if !source.is_empty() {
+                    write!(f, "{source}: ")?;
+                }
+                write!(f, "{hazard}; fix: {fix}")
+            }
+        }
+    }
+
+    /// " (during restart of network.service)" for a drift a service job caused.
+    fn job_note(&self) -> String {
+        match self.cause() {
+            Some(c @ Cause::ServiceJob { .. }) => format!(" ({c})"),
+            _ => String::new(),
         }
     }
 }
@@ -684,6 +784,58 @@ mod tests {
                 "{id} missing from the catalog"
             );
         }
+    }
+
+    #[test]
+    fn a_service_job_is_named_after_the_value() {
+        let r = Report::DriftRestored {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            old: Value::new("0"),
+            trigger: Trigger::Netconf,
+            wrong_for: Duration::from_micros(14),
+            attempts: 1,
+            cause: Some(Cause::ServiceJob {
+                unit: "network.service".into(),
+                job: "restart".into(),
+                result: String::new(),
+                after: None,
+            }),
+        };
+        assert_eq!(
+            r.to_string(),
+            "net.ipv4.conf.all.forwarding was 0 (during restart of network.service), restored to 1 in 14µs (seen via netconf)"
+        );
+        let fields = r.fields();
+        assert!(fields.contains(&("FWDGUARD_UNIT", "network.service".into())));
+        assert!(fields.contains(&("FWDGUARD_CAUSE", "during restart of network.service".into())));
+    }
+
+    #[test]
+    fn persisted_conflicts_read_well_and_carry_fields() {
+        let c = PersistedConflict {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            value: "0".into(),
+            source: "/etc/sysctl.conf:3".into(),
+            appliers: vec!["systemd-sysctl".into(), "sysctl -p (procps-ng 4)".into()],
+        };
+        let r = Report::PersistedConflict(c.clone());
+        assert_eq!(
+            r.to_string(),
+            "will set net.ipv4.conf.all.forwarding to 0 at the next network restart or boot: /etc/sysctl.conf:3 (by systemd-sysctl, sysctl -p (procps-ng 4)); fwdguard guards it at 1"
+        );
+        assert_eq!(r.priority(), Priority::Warning);
+        assert!(
+            r.fields()
+                .contains(&("FWDGUARD_SOURCE", "/etc/sysctl.conf:3".into()))
+        );
+        let gone = Report::PersistedConflictGone(c);
+        assert!(
+            gone.to_string()
+                .starts_with("/etc/sysctl.conf:3 no longer sets net.ipv4.conf.all.forwarding to 0")
+        );
+        assert_eq!(gone.priority(), Priority::Notice);
     }
 
     #[test]

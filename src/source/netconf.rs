@@ -349,7 +349,7 @@ pub(crate) mod captured {
     /// Decodes one of the hex fixtures below (line breaks are ignored).
     pub(crate) fn bytes(hex: &str) -> Vec<u8> {
         let hex: String = hex.split_whitespace().collect();
-        assert!(hex.len() % 2 == 0, "odd hex length");
+        assert!(hex.len().is_multiple_of(2), "odd hex length");
         (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex fixture"))

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod bus;
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,12 @@ impl Daemon {
             .arg("-c")
             .arg(dir.path().join("fwdguard.toml"))
             .env("NOTIFY_SOCKET", &notify_path)
+            // Never the host's system bus: a test that wants one starts a private bus and
+            // points this at it in `adjust`.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}/no-system-bus", dir.path().display()),
+            )
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
             .env("RUST_LOG", "info")

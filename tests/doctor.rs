@@ -1,0 +1,251 @@
+//! `fwdguard doctor --root` on fixture roots (tests/fixtures/doctor) that reproduce the usual
+//! causes: exit codes, evidence and fix texts; then each suggested change is written into a
+//! copy of the fixture and doctor must find no persisted hazard any more.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::BIN;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/doctor")
+        .join(name)
+}
+
+/// A copy of a fixture, symlinks kept, so fixes can be written into it.
+fn copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(fixture(name))
+        .arg(dir.path())
+        .status()
+        .expect("cp")
+        .success();
+    assert!(ok, "copy {name}");
+    dir
+}
+
+fn doctor(root: &Path, json: bool) -> (u8, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("doctor").arg("--root").arg(root);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run doctor");
+    let code = out.status.code().expect("exit code") as u8;
+    (code, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json(root: &Path) -> (u8, serde_json::Value) {
+    let (code, out) = doctor(root, true);
+    (
+        code,
+        serde_json::from_str(&out).expect("doctor --json prints JSON"),
+    )
+}
+
+fn hazards(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["hazards"]
+        .as_array()
+        .expect("hazards")
+        .iter()
+        .map(|h| {
+            (
+                h["kind"].as_str().unwrap_or_default().to_owned(),
+                h["evidence"].as_str().unwrap_or_default().to_owned(),
+                h["fix"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Writes doctor's sysctl fix (edits and drop-in) into `root`.
+fn apply_fix(root: &Path, v: &serde_json::Value) {
+    let fix = &v["sysctl_fix"];
+    assert_eq!(fix["verified"], true, "fix not verified: {fix}");
+    for e in fix["edits"].as_array().expect("edits") {
+        let file = root.join(e["file"].as_str().expect("file").trim_start_matches('/'));
+        let text = std::fs::read_to_string(&file).expect("read file to edit");
+        let line = e["line"].as_u64().expect("line") as usize;
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines[line - 1], e["old"].as_str().expect("old"));
+        lines[line - 1] = e["new"].as_str().expect("new");
+        std::fs::write(&file, lines.join("\n")).expect("write edit");
+    }
+    if let Some(d) = fix.get("drop_in") {
+        let path = root.join(d["path"].as_str().expect("path").trim_start_matches('/'));
+        std::fs::write(path, d["content"].as_str().expect("content")).expect("write drop-in");
+    }
+}
+
+fn persisted(v: &serde_json::Value) -> usize {
+    hazards(v).iter().filter(|h| h.0 == "persisted").count()
+}
+
+#[test]
+fn clean_host_exits_0() {
+    let (code, out) = doctor(&fixture("clean/root"), false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No hazards found."), "{out}");
+    assert!(
+        out.contains("systemd-sysctl: 1 from /etc/sysctl.d/99-docker.conf:2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn sysctl_conf_with_zero_is_edited() {
+    let dir = copy("sysctl-conf-zero");
+    let root = dir.path().join("sysctl-conf-zero/root");
+    let (code, v) = json(&root);
+    assert_eq!(code, 1);
+    let h = hazards(&v);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].1, "/etc/sysctl.conf:2");
+    assert_eq!(
+        h[0].2,
+        "change /etc/sysctl.conf:2 from `net.ipv4.ip_forward = 0` to `net.ipv4.ip_forward = 1`"
+    );
+    // systemd-sysctl reads it through the 99-sysctl.conf link: said so.
+    let (_, text) = doctor(&root, false);
+    assert!(
+        text.contains(
+            "systemd-sysctl: 0 from /etc/sysctl.conf:2 (via /etc/sysctl.d/99-sysctl.conf)"
+        ),
+        "{text}"
+    );
+    apply_fix(&root, &v);
+    let (code, v) = json(&root);
+    assert_eq!(persisted(&v), 0, "{v}");
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn cis_drop_in_is_beaten_by_the_suggested_drop_in() {
+    let dir = copy("cis-dropin");
+    let root = dir.path().join("cis-dropin/root");
+    let (code, v) = json(&root);
+    assert_eq!(code, 1);
+    let h = hazards(&v);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].1, "/etc/sysctl.d/60-cis-network.conf:2");
+    assert!(
+        h[0].2
+            .starts_with("create /etc/sysctl.d/99-zz-fwdguard.conf"),
+        "{h:?}"
+    );
+    assert_eq!(
+        v["sysctl_fix"]["drop_in"]["content"]
+            .as_str()
+            .expect("content")
+            .lines()
+            .last(),
+        Some("net.ipv4.conf.all.forwarding = 1")
+    );
+    apply_fix(&root, &v);
+    let (code, v) = json(&root);
+    assert_eq!((code, persisted(&v)), (0, 0), "{v}");
+}
+
+#[test]
+fn initscripts_network_stop_is_named() {
+    let (code, v) = json(&fixture("initscripts/root"));
+    assert_eq!(code, 1);
+    let h = hazards(&v);
+    // /etc/init.d is a link to rc.d/init.d: one finding, not two.
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].0, "network-script");
+    assert_eq!(h[0].1, "/etc/rc.d/init.d/network:14");
+    assert!(h[0].2.contains("NetworkManager"), "{h:?}");
+    // EL7 has systemd-sysctl, which apply_sysctl then runs.
+    let (_, text) = doctor(&fixture("initscripts/root"), false);
+    assert!(
+        text.contains("EL7 initscripts apply_sysctl [runs /lib/systemd/systemd-sysctl]: not set"),
+        "{text}"
+    );
+}
+
+#[test]
+fn docker_ip_forward_false() {
+    let (code, v) = json(&fixture("docker-ip-forward/root"));
+    assert_eq!(code, 1);
+    let h = hazards(&v);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (h[0].0.as_str(), h[0].1.as_str()),
+        ("docker", "/etc/docker/daemon.json:3")
+    );
+    assert!(
+        h[0].2
+            .starts_with("remove `\"ip-forward\": false` from /etc/docker/daemon.json:3")
+    );
+}
+
+#[test]
+fn networkd_files() {
+    let (code, v) = json(&fixture("networkd/root"));
+    assert_eq!(code, 1);
+    let mut h: Vec<String> = hazards(&v)
+        .into_iter()
+        .map(|h| format!("{} {}", h.0, h.1))
+        .collect();
+    h.sort();
+    assert_eq!(
+        h,
+        [
+            "networkd /etc/systemd/network/10-uplink.network:6",
+            "networkd /etc/systemd/networkd.conf:3"
+        ]
+    );
+}
+
+#[test]
+fn bad_input_is_reported_and_the_rest_still_analysed() {
+    let dir = copy("bad-input");
+    let root = dir.path().join("bad-input/root");
+    let huge = std::fs::File::create(root.join("etc/sysctl.d/90-huge.conf")).expect("create");
+    huge.set_len(64 << 20).expect("sparse 64 MiB");
+    let (code, v) = json(&root);
+    assert_eq!(code, 1, "{v}");
+    let h = hazards(&v);
+    // Only the real hardening file: the links that point out of the root are never followed.
+    assert_eq!(
+        h.iter().map(|h| h.1.as_str()).collect::<Vec<_>>(),
+        ["/etc/sysctl.d/70-hardening.conf:1"],
+        "{h:?}"
+    );
+    let bad: Vec<String> = v["unreadable"]
+        .as_array()
+        .expect("unreadable")
+        .iter()
+        .map(|u| {
+            format!(
+                "{}: {}",
+                u["path"].as_str().unwrap_or(""),
+                u["error"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for (path, says) in [
+        ("/etc/sysctl.d/20-binary.conf", "binary file"),
+        ("/etc/sysctl.d/30-loop.conf", "symbolic links"),
+        ("/etc/sysctl.d/40-escape.conf", "dangling"),
+        ("/etc/sysctl.d/41-escape-abs.conf", "dangling"),
+        ("/etc/sysctl.d/80-dir.conf", "not a regular file"),
+        ("/etc/sysctl.d/90-huge.conf", "larger than"),
+        ("/etc/docker/daemon.json:2:0", "not valid JSON"),
+    ] {
+        assert!(
+            bad.iter().any(|b| b.starts_with(path) && b.contains(says)),
+            "{path} ({says}) missing in {bad:#?}"
+        );
+    }
+    let lines = v["skipped_lines"].to_string();
+    assert!(lines.contains("10-garbage.conf"), "{lines}");
+    apply_fix(&root, &v);
+    let (_, v) = json(&root);
+    assert_eq!(persisted(&v), 0, "{v}");
+}

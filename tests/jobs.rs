@@ -1,0 +1,147 @@
+//! The D-Bus job watcher against a private dbus-daemon and a stand-in for systemd's Manager:
+//! it subscribes, forwards jobs of the watched units with their type, ignores other units, and
+//! survives the bus going away and coming back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
+use fwdguard::cause::JobEvent;
+use fwdguard::source::jobs::{Bus, watch};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The next event, skipping nothing.
+fn next(rx: &mut mpsc::Receiver<JobEvent>, rt: &tokio::runtime::Runtime) -> JobEvent {
+    rt.block_on(async { tokio::time::timeout(WAIT, rx.recv()).await })
+        .expect("an event within 10s")
+        .expect("the watcher is running")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn jobs_of_watched_units_arrive_with_their_type() {
+    let Some(program) = dbus_daemon("jobs_of_watched_units_arrive_with_their_type") else {
+        return;
+    };
+    let bus = PrivateBus::start(&program);
+    let systemd = FakeSystemd::start(&bus.address());
+    let rt = runtime();
+    let (tx, mut rx) = mpsc::channel(16);
+    rt.spawn(watch(
+        Bus::Address(bus.address()),
+        vec!["network.service".into()],
+        tx,
+    ));
+    assert_eq!(next(&mut rx, &rt), JobEvent::Connected);
+    systemd.wait_subscribed(1, WAIT);
+    systemd.job_new(41, "cups.service", "start");
+    systemd.job_new(42, "network.service", "restart");
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Started {
+            id: 42,
+            unit: "network.service".into(),
+        }
+    );
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Typed {
+            id: 42,
+            kind: "restart".into()
+        }
+    );
+    systemd.job_removed(41, "cups.service", "done");
+    systemd.job_removed(42, "network.service", "done");
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Finished {
+            id: 42,
+            unit: "network.service".into(),
+            result: "done".into()
+        }
+    );
+}
+
+#[test]
+fn the_bus_going_away_and_coming_back() {
+    let Some(program) = dbus_daemon("the_bus_going_away_and_coming_back") else {
+        return;
+    };
+    let mut bus = PrivateBus::start(&program);
+    let mut systemd = FakeSystemd::start(&bus.address());
+    let rt = runtime();
+    let (tx, mut rx) = mpsc::channel(16);
+    rt.spawn(watch(
+        Bus::Address(bus.address()),
+        vec!["docker.service".into()],
+        tx,
+    ));
+    assert_eq!(next(&mut rx, &rt), JobEvent::Connected);
+    systemd.wait_subscribed(1, WAIT);
+
+    bus.stop();
+    match next(&mut rx, &rt) {
+        JobEvent::Lost { error } => assert!(!error.is_empty()),
+        other => panic!("want Lost, got {other:?}"),
+    }
+    bus.restart();
+    systemd.connect(&bus.address());
+    // Reconnects with backoff (1 s, 2 s, ...) and subscribes again.
+    loop {
+        match next(&mut rx, &rt) {
+            JobEvent::Connected => break,
+            JobEvent::Lost { .. } => continue,
+            other => panic!("want Connected, got {other:?}"),
+        }
+    }
+    systemd.wait_subscribed(2, WAIT);
+    systemd.job_new(7, "docker.service", "stop");
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Started {
+            id: 7,
+            unit: "docker.service".into(),
+        }
+    );
+    assert_eq!(
+        next(&mut rx, &rt),
+        JobEvent::Typed {
+            id: 7,
+            kind: "stop".into()
+        }
+    );
+}
+
+#[test]
+fn no_bus_is_reported_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let (tx, mut rx) = mpsc::channel(16);
+    let address = format!("unix:path={}/nobody-listens", dir.path().display());
+    rt.spawn(watch(
+        Bus::Address(address),
+        vec!["network.service".into()],
+        tx,
+    ));
+    for _ in 0..2 {
+        match next(&mut rx, &rt) {
+            JobEvent::Lost { error } => {
+                assert!(
+                    error.contains("cannot connect to the system bus"),
+                    "{error}"
+                )
+            }
+            other => panic!("want Lost, got {other:?}"),
+        }
+    }
+}
