@@ -2,7 +2,8 @@
 //! fwdguard(8) (one page per subcommand too, from the real clap command), fwdguard.toml(5) (from
 //! the commented `config.example.toml`, the configuration reference) and bash, zsh and fish
 //! completions. Not part of the daemon: `packaging/build.sh` runs it as
-//! `cargo run --example gen-docs -- OUTDIR` and packs `OUTDIR/man` and `OUTDIR/completions`.
+//! `cargo run --example gen-docs -- OUTDIR` and packs `OUTDIR/man/man{5,8}` and
+//! `OUTDIR/completions`.
 
 use std::fs;
 use std::io;
@@ -36,21 +37,27 @@ fn main() -> ExitCode {
 }
 
 fn generate(out: &Path) -> io::Result<()> {
-    let man = out.join("man");
+    // man/man8, man/man5: a MANPATH directory, so `man -M OUTDIR/man fwdguard` reads them.
+    let man8 = out.join("man/man8");
+    let man5 = out.join("man/man5");
     let completions = out.join("completions");
-    fs::create_dir_all(&man)?;
-    fs::create_dir_all(&completions)?;
+    for dir in [&man8, &man5, &completions] {
+        fs::create_dir_all(dir)?;
+    }
 
     let mut cmd = fwdguard::cli::command().disable_help_subcommand(true);
     cmd.build();
     for sub in cmd.get_subcommands() {
-        subcommand_pages(sub, &man)?;
+        subcommand_pages(sub, &man8)?;
     }
     let mut page = Vec::new();
-    Man::new(cmd.clone()).section("8").render(&mut page)?;
+    Man::new(cmd.clone())
+        .section("8")
+        .source(format!("fwdguard {VERSION}"))
+        .render(&mut page)?;
     page.extend(daemon_sections().to_roff().into_bytes());
-    fs::write(man.join("fwdguard.8"), page)?;
-    fs::write(man.join("fwdguard.toml.5"), config_page(CONFIG_REFERENCE))?;
+    fs::write(man8.join("fwdguard.8"), page)?;
+    fs::write(man5.join("fwdguard.toml.5"), config_page(CONFIG_REFERENCE))?;
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, "fwdguard", &completions)?;
@@ -63,7 +70,10 @@ fn subcommand_pages(cmd: &Command, dir: &Path) -> io::Result<()> {
     for sub in cmd.get_subcommands() {
         subcommand_pages(sub, dir)?;
     }
-    Man::new(cmd.clone()).section("8").generate_to(dir)?;
+    Man::new(cmd.clone())
+        .section("8")
+        .source(format!("fwdguard {VERSION}"))
+        .generate_to(dir)?;
     Ok(())
 }
 
@@ -122,7 +132,7 @@ fn config_page(reference: &str) -> String {
         ],
     );
     r.control("SH", ["NAME"]);
-    r.text([roman("fwdguard.toml \\- configuration of fwdguard(8)")]);
+    r.text([roman("fwdguard.toml - configuration of fwdguard(8)")]);
     r.control("SH", ["SYNOPSIS"]);
     r.text([bold(DEFAULT_PATH)]);
     r.control("SH", ["DESCRIPTION"]);
@@ -185,6 +195,9 @@ fn paragraphs<'a>(r: &mut Roff, lines: impl Iterator<Item = &'a str>) {
     };
     for line in lines {
         let (this, text) = classify(line);
+        if this == Kind::Prose && text.is_empty() {
+            continue;
+        }
         if this != kind || (this == Kind::Setting && text.starts_with("[[")) {
             flush(r, &kind, &mut run);
             kind = this;

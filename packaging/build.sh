@@ -26,7 +26,7 @@ assets() {
   say "man pages and completions"
   rm -rf "$ASSETS"
   cargo run --locked --quiet --example gen-docs -- "$ASSETS"
-  gzip -9n "$ASSETS"/man/*
+  gzip -9n "$ASSETS"/man/man*/*
 }
 
 # Fails unless the binary needs at most glibc $GLIBC_MAX.
@@ -74,10 +74,12 @@ rm -rf "$DIST"
 mkdir -p "$DIST"
 for target in "${targets[@]}"; do
   say "$target: cargo zigbuild (glibc $GLIBC_MAX)"
-  cargo zigbuild --locked --release --bin fwdguard --target "$target.$GLIBC_MAX"
+  # Stripped by the linker: the host's strip(1) cannot read an aarch64 binary.
+  cargo zigbuild --locked --release --config profile.release.strip=true --bin fwdguard \
+    --target "$target.$GLIBC_MAX"
   check_glibc "target/$target/release/fwdguard"
   say "$target: deb"
-  cargo deb --locked --no-build --target "$target" --output "$DIST"
+  cargo deb --locked --no-build --no-strip --target "$target" --output "$DIST"
   say "$target: rpm"
   cargo generate-rpm --target "$target" --payload-compress xz --output "$DIST"
 done

@@ -4,6 +4,8 @@
 if [ "$1" -eq 0 ]; then
     rm -f /etc/systemd/system/fwdguard.service.d/50-no-ambient-capabilities.conf
     rmdir /etc/systemd/system/fwdguard.service.d 2>/dev/null || :
+    # Empty unless an edited configuration was kept as .rpmsave.
+    rmdir /etc/fwdguard 2>/dev/null || :
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :
