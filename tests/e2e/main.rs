@@ -213,6 +213,14 @@ fn wait_reports(c: &Container, cursor: &str, message_id: &str, n: usize) -> Vec<
     }
 }
 
+/// Writes the configuration file, reloads, and waits until fwdguard says it took effect.
+fn reconfigure(c: &Container, toml: &str) {
+    let start = cursor(c);
+    c.put("/etc/fwdguard/fwdguard.toml", toml.as_bytes());
+    c.ok("systemctl reload fwdguard");
+    wait_reports(c, &start, message_id::CONFIG_RELOADED, 1);
+}
+
 fn field<'a>(entry: &'a serde_json::Value, name: &str) -> &'a str {
     entry[name].as_str().unwrap_or("")
 }
@@ -320,15 +328,12 @@ fn centos_network_restart_sysctl_and_reboot_end_with_forwarding_on() {
             "sysctl.conf did not turn forwarding off"
         );
     });
-    let start = cursor(&c);
     // This scenario knocks forwarding down about 8 times within a minute, which the default
     // configuration rightly reports as flapping (one message instead of one per drop).
-    c.put(
-        "/etc/fwdguard/fwdguard.toml",
-        b"flap-threshold = 100\n\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\n",
+    reconfigure(
+        &c,
+        "flap-threshold = 100\n\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\n",
     );
-    c.ok("systemctl reload fwdguard");
-    wait_reports(&c, &start, message_id::CONFIG_RELOADED, 1);
     assert_eq!(ip_forward(&c), "1");
 
     // stop: sysctl -w net.ipv4.ip_forward=0; start: the sysctl files, twice.
@@ -376,13 +381,10 @@ fn alert_only_and_a_broken_reload() {
         return;
     }
     let c = installed("alert", |_| {});
-    let start = cursor(&c);
-    c.put(
-        "/etc/fwdguard/fwdguard.toml",
-        b"[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"alert\"\n",
+    reconfigure(
+        &c,
+        "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = \"1\"\naction = \"alert\"\n",
     );
-    c.ok("systemctl reload fwdguard");
-    wait_reports(&c, &start, message_id::CONFIG_RELOADED, 1);
 
     let alert_seen = |cursor: &str| {
         let alerts = wait_reports(&c, cursor, message_id::DRIFT_ALERTED, 1);
