@@ -238,11 +238,11 @@ impl Container {
         };
         self.prove_private_network();
         // "degraded" is fine: some units do not apply in a container. Until systemd listens on
-        // its bus, systemctl prints nothing on stdout.
+        // its bus, systemctl prints nothing or "offline".
         let state = loop {
             let out = self.sh("systemctl is-system-running --wait");
             let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if !state.is_empty() {
+            if !state.is_empty() && state != "offline" {
                 break state;
             }
             assert!(
