@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_PATH};
 use crate::daemon::{self, Setup};
@@ -81,6 +81,12 @@ enum ConfigCommand {
         #[arg(value_name = "FILE", default_value = DEFAULT_PATH)]
         file: PathBuf,
     },
+}
+
+/// The command line as clap sees it: for man pages and shell completions, generated at build
+/// time by `examples/gen-docs.rs`.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 pub fn main() -> ExitCode {
