@@ -208,6 +208,8 @@ fn bad_input_is_reported_and_the_rest_still_analysed() {
     let root = dir.path().join("bad-input/root");
     let huge = std::fs::File::create(root.join("etc/sysctl.d/90-huge.conf")).expect("create");
     huge.set_len(64 << 20).expect("sparse 64 MiB");
+    // Made here: git keeps no empty directory, so a fixture could not carry it.
+    std::fs::create_dir(root.join("etc/sysctl.d/80-dir.conf")).expect("a directory named .conf");
     let (code, v) = json(&root);
     assert_eq!(code, 1, "{v}");
     let h = hazards(&v);

@@ -209,10 +209,10 @@ impl Btf {
             }
             if m.name == 0 {
                 let inner = self.resolve(m.ty)?;
-                if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
-                    if let Some((off, ty)) = self.field_in(inner, field) {
-                        return Some((m.offset / 8 + off, ty));
-                    }
+                if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                    && let Some((off, ty)) = self.field_in(inner, field)
+                {
+                    return Some((m.offset / 8 + off, ty));
                 }
             }
         }

@@ -134,10 +134,9 @@ pub fn placement(path: &str) -> Placement {
             if let Some(id) = p
                 .strip_prefix(prefix)
                 .and_then(|r| r.strip_suffix(".scope"))
+                && hex(id)
             {
-                if hex(id) {
-                    return Some(format!("{runtime}:{}", short(id)));
-                }
+                return Some(format!("{runtime}:{}", short(id)));
             }
         }
         // cgroupfs driver: /docker/ID
