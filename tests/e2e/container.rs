@@ -66,18 +66,18 @@ fn mirror() -> String {
             };
             if field("Suites:").split_whitespace().any(|s| s == SUITE)
                 && field("Types:").split_whitespace().any(|t| t == "deb")
+                && let Some(uri) = field("URIs:").split_whitespace().next()
             {
-                if let Some(uri) = field("URIs:").split_whitespace().next() {
-                    return uri.to_owned();
-                }
+                return uri.to_owned();
             }
         }
         for line in text.lines() {
             let words: Vec<_> = line.split_whitespace().collect();
-            if let ["deb", uri, suite, ..] = words.as_slice() {
-                if *suite == SUITE && !uri.starts_with('[') {
-                    return (*uri).to_owned();
-                }
+            if let ["deb", uri, suite, ..] = words.as_slice()
+                && *suite == SUITE
+                && !uri.starts_with('[')
+            {
+                return (*uri).to_owned();
             }
         }
     }
