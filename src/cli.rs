@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Webhook commands.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Show the guard at work in a private network namespace; the host is not touched.
     Demo {
         /// How many drops the burst at the end makes.
@@ -89,6 +94,17 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
+#[derive(Debug, Subcommand)]
+enum AlertCommand {
+    /// Send one test alert to every configured webhook and print each one's HTTP status or
+    /// error: exit 0 only if all of them answered 2xx.
+    Test {
+        /// Configuration file [default: as for `run`]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -101,6 +117,9 @@ pub fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::Alert {
+            command: AlertCommand::Test { config },
+        } => alert_test(config.as_deref()),
         Command::Demo { burst } => match demo::run(burst) {
             Ok(()) => 0,
             Err(e) => {
@@ -293,6 +312,44 @@ fn prevent_unavailable(config: &Config) -> Option<String> {
         .err()
 }
 
+fn alert_test(explicit: Option<&Path>) -> u8 {
+    let config = match Config::resolve(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fwdguard alert test: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if config.webhooks.is_empty() {
+        eprintln!(
+            "fwdguard alert test: {} has no [[webhook]]: nothing to test",
+            config.origin
+        );
+        return EXIT_FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fwdguard alert test: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let results = runtime.block_on(crate::alert::test_all(&config.webhooks));
+    let mut all_ok = true;
+    for (label, outcome) in &results {
+        if outcome.ok() {
+            println!("{label}: ok, {outcome}");
+        } else {
+            all_ok = false;
+            println!("{label}: FAILED: {outcome}");
+        }
+    }
+    if all_ok { 0 } else { EXIT_FAILURE }
+}
+
 fn config_check(file: &Path) -> u8 {
     let config = match Config::load(file) {
         Ok(c) => c,
@@ -301,11 +358,23 @@ fn config_check(file: &Path) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    println!(
+    let mut summary = format!(
         "{}: ok, {}",
         file.display(),
         crate::report::count(config.guards.len(), "guarded key")
     );
+    if !config.webhooks.is_empty() {
+        let names: Vec<String> = config.webhooks.iter().map(|w| w.label()).collect();
+        summary.push_str(&format!(
+            ", {}: {}",
+            crate::report::count(names.len(), "webhook"),
+            names.join(", ")
+        ));
+    }
+    if let Some(m) = &config.metrics {
+        summary.push_str(&format!(", metrics on http://{}/metrics", m.listen));
+    }
+    println!("{summary}");
     // Soft findings: valid, but worth knowing before the daemon runs.
     let mut knobs = ProcSys::default();
     for g in &config.guards {

@@ -91,6 +91,10 @@ pub struct Config {
     /// names writers. `false`: no BPF at all; `prevent` then restores (and says so).
     pub bpf_hook: bool,
     pub causes: Causes,
+    /// `[[webhook]]` tables, with their files read.
+    pub webhooks: Vec<crate::alert::config::Webhook>,
+    /// `[metrics]`, `None` unless `listen` is set.
+    pub metrics: Option<crate::alert::config::Metrics>,
 }
 
 /// Where drops come from: systemd service jobs over D-Bus, and the persisted sysctl files.
@@ -188,6 +192,8 @@ impl Default for Config {
             }],
             bpf_hook: true,
             causes: Causes::default(),
+            webhooks: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -204,6 +210,9 @@ struct RawConfig {
     persisted_root: Option<Spanned<String>>,
     #[serde(default)]
     guard: Vec<Spanned<RawGuard>>,
+    #[serde(default)]
+    webhook: Vec<Spanned<crate::alert::config::RawWebhook>>,
+    metrics: Option<crate::alert::config::RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +236,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
             ))
         })
     }
+}
+
+/// A duration field of another table (`[[webhook]] timeout`), in the same forms.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    HumanDuration::deserialize(d).map(|h| h.0)
 }
 
 /// A value may be written as a string (`"1"`, `"32768 60999"`) or a bare integer (`1`); what
@@ -459,6 +473,31 @@ impl Config {
 
         let causes =
             causes(raw.service_units, raw.service_window, raw.persisted_root).map_err(at)?;
+        let mut webhooks = Vec::with_capacity(raw.webhook.len());
+        for (i, w) in raw.webhook.into_iter().enumerate() {
+            let table = w.span();
+            let webhook = w
+                .into_inner()
+                .resolve(i)
+                .map_err(|(span, message)| invalid(span.or(Some(table)), message))?;
+            if let Some(other) = webhooks
+                .iter()
+                .find(|o: &&crate::alert::config::Webhook| o.name == webhook.name)
+            {
+                return Err(invalid(
+                    None,
+                    format!("two webhooks are named {}: names must differ", other.name),
+                ));
+            }
+            webhooks.push(webhook);
+        }
+        let metrics = match raw.metrics {
+            Some(m) => m
+                .resolve()
+                .map_err(|(span, message)| invalid(span, message))?,
+            None => None,
+        };
+
         Ok(Self {
             origin: Origin::File(path.to_owned()),
             reread_interval,
@@ -466,6 +505,8 @@ impl Config {
             guards,
             bpf_hook: raw.bpf_hook.unwrap_or(true),
             causes,
+            webhooks,
+            metrics,
         })
     }
 
@@ -705,7 +746,7 @@ action = "alert"
     fn unknown_keys_are_refused_with_position() {
         assert_eq!(
             error("reread-intervall = \"5s\"\n"),
-            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `bpf-hook`, `service-units`, `service-window`, `persisted-root`, `guard`"
+            "test.toml:1:1: unknown field `reread-intervall`, expected one of `reread-interval`, `flap-threshold`, `flap-window`, `bpf-hook`, `service-units`, `service-window`, `persisted-root`, `guard`, `webhook`, `metrics`"
         );
         let e =
             error("[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\nation = \"alert\"\n");

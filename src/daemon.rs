@@ -932,6 +932,7 @@ impl<K: Knobs> Guardian<K> {
                     flapping_episodes: g.state.flapping_episodes,
                     writes_replaced: g.writes_replaced,
                     degradations,
+                    wrong: g.state.wrong.clone(),
                 }
             })
             .collect();

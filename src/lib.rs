@@ -24,6 +24,7 @@
 
 pub mod bpf;
 pub mod cause;
+pub mod alert;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod doctor;
 pub mod key;
 pub mod knob;
 pub mod logging;
+pub mod metrics;
 pub mod observation;
 pub mod output;
 pub mod persist;

@@ -10,7 +10,7 @@ use crate::config::{Action, Flapping, Guard};
 use crate::knob::SysctlError;
 use crate::observation::{Cause, Trigger};
 use crate::report::Report;
-use crate::snapshot::KeyState;
+use crate::snapshot::{KeyState, WrongTime};
 use crate::value::Value;
 
 /// The first retry after a failed restore comes this soon ...
@@ -92,6 +92,8 @@ pub struct GuardState {
     /// Restores that failed (refused, or lost to another writer every time).
     pub failed_restores: u64,
     pub flapping_episodes: u64,
+    /// How long the key was wrong, each time it came back (restored or recovered).
+    pub wrong: WrongTime,
 }
 
 impl GuardState {
@@ -108,6 +110,7 @@ impl GuardState {
             drops: 0,
             failed_restores: 0,
             flapping_episodes: 0,
+            wrong: WrongTime::default(),
         }
     }
 
@@ -121,6 +124,7 @@ impl GuardState {
             self.drops = old.drops;
             self.failed_restores = old.failed_restores;
             self.flapping_episodes = old.flapping_episodes;
+            self.wrong = old.wrong;
             if old.guard.want == self.guard.want && old.guard.action == self.guard.action {
                 self.failing = old.failing;
             }
@@ -198,17 +202,18 @@ impl GuardState {
         }
 
         if value == self.guard.want {
-            if let Known::Drifted { value: old, since } = &self.seen
-                && (self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused))
-            {
-                d.reports.push(Report::Recovered {
-                    key: self.guard.key.clone(),
-                    want: self.guard.want.clone(),
-                    old: old.clone(),
-                    trigger,
-                    wrong_for: now.saturating_duration_since(*since),
-                    cause: cause.cloned(),
-                });
+            if let Known::Drifted { value: old, since } = &self.seen {
+                self.wrong.observe(now.saturating_duration_since(*since));
+                if self.episode.is_none() || self.failing.as_ref().is_some_and(Failing::refused) {
+                    d.reports.push(Report::Recovered {
+                        key: self.guard.key.clone(),
+                        want: self.guard.want.clone(),
+                        old: old.clone(),
+                        trigger,
+                        wrong_for: now.saturating_duration_since(*since),
+                        cause: cause.cloned(),
+                    });
+                }
             }
             self.seen = Known::Holding;
             self.failing = None;
@@ -263,6 +268,7 @@ impl GuardState {
         let (error, contested) = match outcome {
             Ok(v) if v == self.guard.want => {
                 self.restores += 1;
+                self.wrong.observe(now.saturating_duration_since(since));
                 let failed = self.failing.take();
                 let attempts = failed.as_ref().map_or(1, |f| f.attempts + 1) + self.contested;
                 self.contested = 0;

@@ -3,6 +3,7 @@
 //! degradations from the kernel and the environment. Pure data.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -53,6 +54,34 @@ impl Degradation {
     }
 }
 
+/// Upper bounds of the time-at-the-wrong-value histogram, in seconds: µs steps where restores
+/// live (tens of µs), then coarser up to what a human fix takes.
+pub const WRONG_BUCKETS: [f64; 14] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 100e-3, 1.0, 10.0, 60.0,
+];
+
+/// How long keys were wrong, in [`WRONG_BUCKETS`] (counts per bucket, not cumulative; the
+/// last slot counts what is above every bound).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrongTime {
+    pub buckets: [u64; WRONG_BUCKETS.len() + 1],
+    pub count: u64,
+    pub sum: Duration,
+}
+
+impl WrongTime {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = WRONG_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(WRONG_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum += d;
+    }
+}
+
 /// One guarded key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GuardSnapshot {
@@ -71,6 +100,9 @@ pub struct GuardSnapshot {
     /// Writes the BPF hook replaced (`prevent`): drops that never happened.
     pub writes_replaced: u64,
     pub degradations: Vec<Degradation>,
+    /// How long the key was wrong each time it came back (metrics).
+    #[serde(skip)]
+    pub wrong: WrongTime,
 }
 
 /// Messages an output dropped rather than wait for its reader.
@@ -172,6 +204,7 @@ mod tests {
             flapping_episodes: 0,
             writes_replaced: 0,
             degradations,
+            wrong: WrongTime::default(),
         }
     }
 

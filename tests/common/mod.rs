@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod bus;
+pub mod prometheus;
+pub mod receiver;
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;

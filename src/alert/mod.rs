@@ -1,0 +1,204 @@
+//! Alerts that leave the host: webhooks in three formats (`json`, `slack`, `alertmanager`),
+//! delivered beside the guard, never in its path.
+//!
+//! - [`config`]: the `[[webhook]]` and `[metrics]` tables, validated and resolved.
+//! - [`queue`]: the bounded hand-over from the guard; it drops the oldest entry when full.
+//! - [`payload`], [`alertmanager`]: what each format sends (pure).
+//! - [`client`]: one POST over HTTP or HTTPS (rustls, certificates always verified).
+//! - [`delivery`]: one task per endpoint: format, send, retry with backoff, give up.
+//!
+//! The guard's [`Sink`] only pushes onto an endpoint's queue: no await, no I/O, a lock held
+//! for a `VecDeque::push_back`. Delivery runs on a thread of its own ([`Delivery`]).
+
+pub mod alertmanager;
+pub mod client;
+pub mod config;
+pub mod delivery;
+pub mod payload;
+pub mod queue;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use self::config::{Format, Webhook};
+use self::delivery::{Endpoint, Outcome, Queued, Sender};
+use self::payload::{Notice, Origin};
+use crate::report::{Report, Sink};
+
+/// The delivery thread: a current-thread tokio runtime of its own that runs every endpoint's
+/// task (and the metrics server).
+///
+/// Why not the guard's runtime: the guard's loop runs on one thread, and whatever else that
+/// thread polls adds to the time between a kernel event and the restore. A TLS handshake costs
+/// a millisecond or more of CPU, encoding a scrape tens of microseconds, and a task that is
+/// being polled cannot be interrupted by the guard's next event. On a thread of its own,
+/// delivery competes with the guard only for a CPU, which the kernel schedules (and which
+/// systemd's `CPUWeight=`/`Nice=` can tilt), not inside the guard's event loop. The hand-over
+/// costs the guard one short lock and, at most, one wake-up of this thread, both after the
+/// restore. With nothing to send, the thread sleeps in `epoll_wait` without a timeout.
+#[derive(Debug)]
+pub struct Delivery {
+    runtime: tokio::runtime::Handle,
+    origin: Arc<Origin>,
+    endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Delivery {
+    /// Starts the delivery thread.
+    pub fn start() -> std::io::Result<Self> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fwdguard-alerts".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    // DNS lookups run on blocking threads; few are ever needed at once.
+                    .max_blocking_threads(2)
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        let runtime = handle_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the delivery thread did not start"))??;
+        Ok(Self {
+            runtime,
+            origin: Arc::new(Origin::detect()),
+            endpoints: Mutex::new(Vec::new()),
+            stop: Some(stop),
+        })
+    }
+
+    /// The process's delivery thread, started on first use.
+    pub fn global() -> Result<&'static Delivery, String> {
+        static GLOBAL: OnceLock<Result<Delivery, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                Delivery::start().map_err(|e| format!("cannot start the delivery thread: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A handle to spawn more work (the metrics server) on the delivery thread.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Sinks for `webhooks`, called at start and on every reload. An endpoint whose resolved
+    /// settings did not change keeps its queue, task and alert state (so Alertmanager alerts
+    /// still resolve across a reload); the others finish what they hold and stop.
+    pub fn sinks(&self, webhooks: &[Webhook]) -> Vec<Box<dyn Sink>> {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut old = std::mem::take(&mut *endpoints);
+        for spec in webhooks {
+            let endpoint = match old.iter().position(|e| e.spec == *spec) {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    let e = Arc::new(Endpoint::new(spec.clone()));
+                    self.runtime
+                        .spawn(delivery::run(e.clone(), self.origin.clone()));
+                    e
+                }
+            };
+            endpoints.push(endpoint);
+        }
+        for gone in old {
+            gone.queue.close();
+        }
+        endpoints
+            .iter()
+            .map(|e| {
+                Box::new(WebhookSink {
+                    endpoint: e.clone(),
+                }) as Box<dyn Sink>
+            })
+            .collect()
+    }
+
+    /// The endpoints in force, for the metrics.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The guard's side of one webhook.
+#[derive(Debug)]
+pub struct WebhookSink {
+    endpoint: Arc<Endpoint>,
+}
+
+impl WebhookSink {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
+
+impl Sink for WebhookSink {
+    /// Queues the report if the endpoint wants it. Never waits: a full queue drops its oldest
+    /// entry, counted.
+    fn emit(&mut self, report: &Report) {
+        let spec = &self.endpoint.spec;
+        let event = config::Event::of(report);
+        let notice = Notice::Report(report.clone());
+        if spec.wants(event)
+            || (spec.format == Format::Alertmanager && alertmanager::resolves(&notice))
+        {
+            self.endpoint.queue.push(Queued::now(notice));
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("webhook {}", self.endpoint.spec.label())
+    }
+
+    /// Reports lost: pushed out of the full queue, or given up.
+    fn dropped(&self) -> u64 {
+        self.endpoint.lost()
+    }
+}
+
+/// `fwdguard alert test`: one test alert to each webhook, one attempt each, in configuration
+/// order. Returns each webhook's label and outcome.
+pub async fn test_all(webhooks: &[Webhook]) -> Vec<(String, Outcome)> {
+    let origin = Origin::detect();
+    let mut results = Vec::with_capacity(webhooks.len());
+    for spec in webhooks {
+        let sender = Sender::new(spec);
+        let q = Queued::now(Notice::Test);
+        let body = match spec.format {
+            Format::Alertmanager => {
+                let mut alerts = alertmanager::Alerts::new(origin.host.clone());
+                alerts.apply(&q.notice, true, q.time);
+                alerts.body(q.time).unwrap_or_default()
+            }
+            Format::Json | Format::Slack => delivery::body(spec, &origin, &q, 0),
+        };
+        results.push((spec.label(), sender.send(spec, body).await));
+    }
+    results
+}
