@@ -1,0 +1,150 @@
+//! `/metrics` over real HTTP: both exposition formats, checked by Debian's `promtool`, and the
+//! shipped alert rules checked by `promtool check rules`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::prometheus::{get, tool};
+use common::receiver::Receiver;
+use fwdguard::alert::Delivery;
+use fwdguard::config::Config;
+use fwdguard::metrics::{Exporter, GuardSource, KeyMetrics, WrongTime, serve};
+use fwdguard::report::Report;
+
+struct Fixed;
+
+impl GuardSource for Fixed {
+    fn keys(&self) -> Vec<KeyMetrics> {
+        let mut wrong = WrongTime::default();
+        wrong.observe(Duration::from_micros(20));
+        wrong.observe(Duration::from_micros(70));
+        vec![KeyMetrics {
+            key: "net.ipv4.conf.all.forwarding".into(),
+            value: Some("1".into()),
+            want: "1".into(),
+            holding: true,
+            drops: 2,
+            restores: 2,
+            failed_restores: 0,
+            flapping_episodes: 0,
+            wrong,
+        }]
+    }
+    fn events_lost(&self) -> u64 {
+        0
+    }
+}
+
+fn promtool_check_metrics(promtool: &Path, text: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_are_served_in_both_formats_and_pass_promtool() {
+    const TEST: &str = "metrics_are_served_in_both_formats_and_pass_promtool";
+    let promtool = tool(TEST, "promtool", "prometheus");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = Receiver::start(&[]);
+    let config = dir.path().join("fwdguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n[[webhook]]\nname = \"ops\"\nformat = \"json\"\nurl = \"{}\"\n",
+            rx.url("/")
+        ),
+    )
+    .expect("config");
+    let hooks = Config::load(&config).expect("valid").webhooks;
+    let delivery = Arc::new(Delivery::start().expect("delivery"));
+    let mut sinks = delivery.sinks(&hooks);
+    for s in &mut sinks {
+        s.emit(&Report::EventsLost { times: 1 });
+    }
+    rx.wait_for(1, Duration::from_secs(5));
+    let d = delivery.clone();
+    let exporter = Arc::new(Exporter::new(
+        Arc::new(Fixed),
+        Arc::new(move || d.endpoints()),
+    ));
+    let server = serve(
+        delivery.runtime(),
+        "127.0.0.1:0".parse().expect("addr"),
+        exporter,
+    )
+    .expect("serve");
+
+    let mut text = String::new();
+    common::wait_for("the sent counter", Duration::from_secs(2), || {
+        let (status, body) = get(server.addr, "/metrics", None).expect("scrape");
+        assert_eq!(status, 200);
+        text = body;
+        text.contains("fwdguard_alerts_sent_total{endpoint=\"ops\"} 1")
+    });
+    for line in [
+        "fwdguard_drops_total{key=\"net.ipv4.conf.all.forwarding\"} 2",
+        "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 2",
+        "fwdguard_alerts_dropped_total{endpoint=\"ops\",reason=\"queue-full\"} 0",
+        "fwdguard_alert_queue_length{endpoint=\"ops\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+
+    let (status, open) = get(
+        server.addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    )
+    .expect("scrape");
+    assert_eq!(status, 200);
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(open.contains("# TYPE fwdguard_build info"));
+
+    assert_eq!(get(server.addr, "/nope", None).expect("get").0, 404);
+
+    if let Some(promtool) = promtool {
+        promtool_check_metrics(&promtool, &text);
+    }
+}
+
+#[test]
+fn shipped_alert_rules_pass_promtool() {
+    const TEST: &str = "shipped_alert_rules_pass_promtool";
+    let Some(promtool) = tool(TEST, "promtool", "prometheus") else {
+        return;
+    };
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus-rules.yml");
+    let out = Command::new(promtool)
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
