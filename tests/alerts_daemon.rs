@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::prometheus::{Alertmanager, free_addr, get, tool};
 use common::receiver::{Receiver, Reply};
 use common::*;
-use fwdguard::sandbox::PrivateNetns;
+use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 
 const SECOND: Duration = Duration::from_secs(1);
 
