@@ -13,7 +13,7 @@ use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
 use fwdguard::key::SysctlKey;
-use fwdguard::report::{Report, Sink, Trigger};
+use fwdguard::report::{Cause, Report, Sink, Trigger};
 use fwdguard::sysctl::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
@@ -164,7 +164,7 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
 fn every_report_kind_fits_the_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost"
+    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost"
         .split(' ')
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
@@ -194,7 +194,10 @@ fn every_report_kind_fits_the_schema() {
             error: "Permission denied".into(),
             attempt: 2,
             retry_in: Duration::from_millis(200),
-            cause: None,
+            cause: Some(Cause::Writer {
+                pid: 4242,
+                comm: "sysctl".into(),
+            }),
         },
         Report::Recovered {
             key: key(),
@@ -232,6 +235,10 @@ fn every_report_kind_fits_the_schema() {
             error: "x".into(),
         },
         Report::EventsLost { times: 3 },
+        Report::OutputLost {
+            output: "stderr".into(),
+            lost: 12,
+        },
     ];
     for r in &reports {
         emit(&mut sinks, r);
@@ -245,7 +252,14 @@ fn every_report_kind_fits_the_schema() {
             v["event"].as_str().expect("event").to_owned()
         })
         .collect();
-    assert_eq!(events.len(), 11, "{events:?}");
+    assert_eq!(events.len(), 12, "{events:?}");
+    assert!(
+        got[2].json()["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("4242")),
+        "{}",
+        got[2].json()
+    );
     assert_eq!(events[4], "flapping");
     assert_eq!(got[4].json()["count"], 5, "flapping carries its count");
 }

@@ -13,30 +13,31 @@ use common::prometheus::{get, tool};
 use common::receiver::Receiver;
 use fwdguard::alert::Delivery;
 use fwdguard::config::Config;
-use fwdguard::metrics::{Exporter, GuardSource, KeyMetrics, WrongTime, serve};
+use fwdguard::metrics::{Exporter, serve};
 use fwdguard::report::Report;
+use fwdguard::routing::GuardId;
+use fwdguard::snapshot::{GuardSnapshot, KeyState, Snapshot, WrongTime};
 
-struct Fixed;
-
-impl GuardSource for Fixed {
-    fn keys(&self) -> Vec<KeyMetrics> {
-        let mut wrong = WrongTime::default();
-        wrong.observe(Duration::from_micros(20));
-        wrong.observe(Duration::from_micros(70));
-        vec![KeyMetrics {
+fn snapshot() -> Snapshot {
+    let mut wrong = WrongTime::default();
+    wrong.observe(Duration::from_micros(20));
+    wrong.observe(Duration::from_micros(70));
+    Snapshot {
+        guards: vec![GuardSnapshot {
+            id: GuardId(0),
             key: "net.ipv4.conf.all.forwarding".into(),
-            value: Some("1".into()),
             want: "1".into(),
-            holding: true,
-            drops: 2,
+            action: "restore",
+            state: KeyState::Holding,
+            value: Some("1".into()),
             restores: 2,
+            drops: 2,
             failed_restores: 0,
             flapping_episodes: 0,
+            degradations: Vec::new(),
             wrong,
-        }]
-    }
-    fn events_lost(&self) -> u64 {
-        0
+        }],
+        ..Snapshot::default()
     }
 }
 
@@ -86,10 +87,8 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     }
     rx.wait_for(1, Duration::from_secs(5));
     let d = delivery.clone();
-    let exporter = Arc::new(Exporter::new(
-        Arc::new(Fixed),
-        Arc::new(move || d.endpoints()),
-    ));
+    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
+    let exporter = Arc::new(Exporter::new(snapshots, Arc::new(move || d.endpoints())));
     let server = serve(
         delivery.runtime(),
         "127.0.0.1:0".parse().expect("addr"),

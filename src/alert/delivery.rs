@@ -211,9 +211,15 @@ pub async fn run(endpoint: Arc<Endpoint>, origin: Arc<Origin>) {
     tracing::debug!(endpoint = endpoint.spec.label(), "webhook delivery stopped");
 }
 
-/// Keeps track of queue overflows so each is logged once.
+/// Overflow warnings are logged at most this often; the counts add up in between.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps track of queue overflows so each is logged, without a line per lost report.
+#[derive(Default)]
 struct Losses {
+    /// Drops already logged.
     seen: u64,
+    logged_at: Option<Instant>,
     /// Lost since the last delivery, for the next payload's `dropped`.
     since_delivery: u64,
 }
@@ -221,7 +227,8 @@ struct Losses {
 impl Losses {
     fn check(&mut self, endpoint: &Endpoint) {
         let now = endpoint.queue.dropped();
-        if now > self.seen {
+        if now > self.seen && self.logged_at.is_none_or(|t| t.elapsed() >= LOSS_LOG_EVERY) {
+            self.logged_at = Some(Instant::now());
             let n = now - self.seen;
             tracing::warn!(
                 endpoint = endpoint.spec.label(),
@@ -237,13 +244,26 @@ impl Losses {
     }
 }
 
+/// Runs `work` (an attempt, a backoff) and meanwhile notices reports pushed out of the queue,
+/// so that an endpoint that hangs does not also hide the losses it causes.
+async fn watching<F: std::future::Future>(
+    endpoint: &Endpoint,
+    losses: &mut Losses,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            () = endpoint.queue.wait() => losses.check(endpoint),
+        }
+    }
+}
+
 /// `json` and `slack`: one request per notice, in order.
 async fn each(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
     let spec = &endpoint.spec;
-    let mut losses = Losses {
-        seen: 0,
-        since_delivery: 0,
-    };
+    let mut losses = Losses::default();
     let mut batch = Vec::new();
     loop {
         if !endpoint.queue.take_all(&mut batch) {
@@ -258,9 +278,8 @@ async fn each(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
             loop {
                 losses.check(endpoint);
                 attempt += 1;
-                let outcome = sender
-                    .send(spec, body(spec, origin, &q, losses.since_delivery))
-                    .await;
+                let body = body(spec, origin, &q, losses.since_delivery);
+                let outcome = watching(endpoint, &mut losses, sender.send(spec, body)).await;
                 match &outcome {
                     Outcome::Delivered(_) => {
                         endpoint.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +308,7 @@ async fn each(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
                             break;
                         }
                         retrying(spec, attempt, &outcome, delay);
-                        sleep(delay).await;
+                        watching(endpoint, &mut losses, sleep(delay)).await;
                     }
                 }
             }
@@ -336,10 +355,7 @@ fn give_up(endpoint: &Endpoint, q: &Queued, attempts: u32, outcome: &Outcome, wh
 async fn alertmanager(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
     let spec = &endpoint.spec;
     let mut alerts = Alerts::new(origin.host.clone());
-    let mut losses = Losses {
-        seen: 0,
-        since_delivery: 0,
-    };
+    let mut losses = Losses::default();
     let mut batch = Vec::new();
     // The oldest change not yet delivered, and the failed attempts at it.
     let mut pending: Option<(Instant, SystemTime, u32)> = None;
@@ -364,7 +380,7 @@ async fn alertmanager(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
             && let Some(body) = alerts.body(SystemTime::now())
         {
             retry_at = None;
-            let outcome = sender.send(spec, body).await;
+            let outcome = watching(endpoint, &mut losses, sender.send(spec, body)).await;
             let (since, time, attempts) = pending.unwrap_or((now, SystemTime::now(), 0));
             let attempts = attempts + 1;
             if outcome.ok() {

@@ -40,7 +40,30 @@ pub struct Delivery {
     runtime: tokio::runtime::Handle,
     origin: Arc<Origin>,
     endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    /// The `/metrics` server in force and the address it was asked for.
+    metrics: Mutex<Option<(std::net::SocketAddr, crate::metrics::Server)>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Puts the configuration's webhooks and metrics in force and returns the webhooks' sinks:
+/// what `output::configured_sinks` hands the guard, at start and on every reload. Without
+/// webhooks or metrics no delivery thread is started.
+pub fn configure(config: &crate::config::Config) -> Vec<Box<dyn Sink>> {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering;
+    if config.webhooks.is_empty() && config.metrics.is_none() && !STARTED.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
+    let delivery = match Delivery::global() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("webhooks and metrics are off: {e}");
+            return Vec::new();
+        }
+    };
+    STARTED.store(true, Ordering::Relaxed);
+    delivery.serve_metrics(config.metrics.map(|m| m.listen));
+    delivery.sinks(&config.webhooks)
 }
 
 impl Delivery {
@@ -75,6 +98,7 @@ impl Delivery {
             runtime,
             origin: Arc::new(Origin::detect()),
             endpoints: Mutex::new(Vec::new()),
+            metrics: Mutex::new(None),
             stop: Some(stop),
         })
     }
@@ -127,6 +151,37 @@ impl Delivery {
                 }) as Box<dyn Sink>
             })
             .collect()
+    }
+
+    /// Serves `/metrics` on `listen` (the guard's snapshots from
+    /// [`crate::metrics::follow`]), keeps the server if the address did not change, stops it
+    /// for `None`. A port that cannot be bound is logged; the guard runs on without metrics.
+    pub fn serve_metrics(self: &'static Self, listen: Option<std::net::SocketAddr>) {
+        let mut current = self
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().map(|(addr, _)| *addr) == listen {
+            return;
+        }
+        // The old server goes first: a reload may move it to the same port.
+        *current = None;
+        let Some(listen) = listen else {
+            return;
+        };
+        let exporter = crate::metrics::Exporter::new(
+            crate::metrics::followed(),
+            Arc::new(move || self.endpoints()),
+        );
+        match crate::metrics::serve(&self.runtime, listen, Arc::new(exporter)) {
+            Ok(server) => {
+                tracing::info!("metrics at http://{}/metrics", server.addr);
+                *current = Some((listen, server));
+            }
+            Err(e) => tracing::error!(
+                "cannot serve metrics on {listen}: {e}; the guard runs on without them"
+            ),
+        }
     }
 
     /// The endpoints in force, for the metrics.

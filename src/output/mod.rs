@@ -11,8 +11,7 @@ use crate::report::Sink;
 
 /// The sinks the configuration asks for, besides the journal or stderr (which come from the
 /// environment and live as long as the process). Built at start and again on every reload,
-/// so a sink follows its file. Webhooks go here.
+/// so a sink follows its file: the webhooks (and, beside them, the metrics server).
 pub fn configured_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
-    let _ = config;
-    Vec::new()
+    crate::alert::configure(config)
 }
