@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::payload::{Details, Notice, rfc3339};
 use crate::config::Action;
 use crate::report::Report;
+use crate::snapshot::KeyState;
 
 /// Firing alerts are sent again this often ...
 pub const RESEND_EVERY: Duration = Duration::from_secs(60);
@@ -282,6 +283,26 @@ impl Alerts {
         }
     }
 
+    /// Resolves the per-key alerts that the guard's state says are over: a key that holds has
+    /// no `FwdguardKeyWrong`, a readable one no `FwdguardKeyUnavailable`. Reports alone can
+    /// miss that: a key under `alert` that comes back during a flapping episode is not
+    /// reported. `state` gives a key's state, `None` for a key the guard does not know.
+    pub fn reconcile(&mut self, state: impl Fn(&str) -> Option<KeyState>, now: SystemTime) {
+        for (id, alert) in &mut self.alerts {
+            let Some(key) = &id.key else { continue };
+            let over = match (id.name, state(key)) {
+                (KEY_WRONG, Some(KeyState::Holding)) => true,
+                (KEY_UNAVAILABLE, Some(KeyState::Holding | KeyState::Wrong)) => true,
+                _ => false,
+            };
+            if over && !alert.resolved {
+                alert.resolved = true;
+                alert.ends_at = Some(now);
+                alert.dirty = true;
+            }
+        }
+    }
+
     /// Drops alerts that ended by themselves, so the map does not grow.
     pub fn expire(&mut self, now: SystemTime) {
         self.alerts
@@ -378,6 +399,21 @@ mod tests {
         assert_eq!(sent(&a, t2)[0]["endsAt"], rfc3339(t2));
         a.sent();
         assert!(a.body(t2).is_none());
+    }
+
+    #[test]
+    fn the_guards_state_resolves_what_reports_missed() {
+        let t = SystemTime::UNIX_EPOCH;
+        let mut a = Alerts::new("h");
+        a.apply(&alerted(), true, t);
+        a.sent();
+        a.reconcile(|_| Some(KeyState::Wrong), t);
+        assert!(a.firing());
+        a.reconcile(|_| None, t);
+        assert!(a.firing(), "a key the guard does not know stays as it is");
+        a.reconcile(|_| Some(KeyState::Holding), t);
+        assert!(!a.firing());
+        assert_eq!(sent(&a, t)[0]["endsAt"], rfc3339(t));
     }
 
     #[test]

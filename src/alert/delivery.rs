@@ -373,6 +373,17 @@ async fn alertmanager(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
         }
         let now = Instant::now();
         if resend_at.is_some_and(|t| now >= t) {
+            let snapshot = crate::metrics::followed().borrow().clone();
+            alerts.reconcile(
+                |key| {
+                    snapshot
+                        .guards
+                        .iter()
+                        .find(|g| g.key == key)
+                        .map(|g| g.state.clone())
+                },
+                SystemTime::now(),
+            );
             alerts.refresh();
             resend_at = None;
         }
