@@ -253,9 +253,15 @@ async fn watching<F: std::future::Future>(
 ) -> F::Output {
     tokio::pin!(work);
     loop {
+        // Losses not logged yet (rate limit) are logged when the limit allows.
+        let unlogged = endpoint.queue.dropped() > losses.seen;
+        let log_at = losses
+            .logged_at
+            .map_or_else(Instant::now, |t| t + LOSS_LOG_EVERY);
         tokio::select! {
             out = &mut work => return out,
             () = endpoint.queue.wait() => losses.check(endpoint),
+            () = sleep_until(log_at), if unlogged => losses.check(endpoint),
         }
     }
 }

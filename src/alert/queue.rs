@@ -23,6 +23,11 @@ pub struct Queue<T> {
 struct Inner<T> {
     items: VecDeque<T>,
     closed: bool,
+    /// Since the consumer last took the entries, it was woken for a new one / for a loss.
+    /// One wake-up of each per batch is enough: a busy consumer comes back for the rest, so
+    /// the guard does not wake it for every report while it waits on a slow endpoint.
+    woken_for_item: bool,
+    woken_for_loss: bool,
 }
 
 impl<T> Queue<T> {
@@ -31,6 +36,8 @@ impl<T> Queue<T> {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
                 closed: false,
+                woken_for_item: false,
+                woken_for_loss: false,
             }),
             ready: Notify::new(),
             capacity: capacity.max(1),
@@ -39,26 +46,31 @@ impl<T> Queue<T> {
     }
 
     /// Adds `item`; when full, the oldest entry goes. Returns whether one was dropped.
-    /// Never waits for the consumer.
+    /// Never waits for the consumer, and wakes it at most twice per batch it takes.
     pub fn push(&self, item: T) -> bool {
-        let dropped = {
+        let (dropped, wake) = {
             let mut inner = self.lock();
             if inner.closed {
                 return false;
             }
-            let dropped = if inner.items.len() >= self.capacity {
+            let dropped = inner.items.len() >= self.capacity;
+            if dropped {
                 inner.items.pop_front();
-                true
-            } else {
-                false
-            };
+            }
             inner.items.push_back(item);
-            dropped
+            let wake = if dropped {
+                !std::mem::replace(&mut inner.woken_for_loss, true)
+            } else {
+                !std::mem::replace(&mut inner.woken_for_item, true)
+            };
+            (dropped, wake)
         };
         if dropped {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         dropped
     }
 
@@ -67,6 +79,8 @@ impl<T> Queue<T> {
     pub fn take_all(&self, out: &mut Vec<T>) -> bool {
         let mut inner = self.lock();
         out.extend(inner.items.drain(..));
+        inner.woken_for_item = false;
+        inner.woken_for_loss = false;
         !(inner.closed && out.is_empty())
     }
 
@@ -129,6 +143,30 @@ mod tests {
         assert_eq!(out, vec![1]);
         out.clear();
         assert!(!q.take_all(&mut out));
+    }
+
+    #[tokio::test]
+    async fn a_busy_consumer_is_woken_once_per_batch_for_items_and_once_for_a_loss() {
+        use std::time::Duration;
+        let q = Queue::new(2);
+        let mut out = Vec::new();
+        q.take_all(&mut out);
+        q.push(1);
+        q.push(2);
+        q.wait().await;
+        let quiet = tokio::time::timeout(Duration::from_millis(20), q.wait()).await;
+        assert!(quiet.is_err(), "the second item did not wake again");
+        q.push(3);
+        q.push(4);
+        q.wait().await;
+        assert_eq!(q.dropped(), 2);
+        let quiet = tokio::time::timeout(Duration::from_millis(20), q.wait()).await;
+        assert!(quiet.is_err(), "the second loss did not wake again");
+        q.take_all(&mut out);
+        q.push(5);
+        tokio::time::timeout(Duration::from_secs(1), q.wait())
+            .await
+            .expect("a new batch wakes again");
     }
 
     #[tokio::test]
