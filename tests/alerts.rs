@@ -25,6 +25,15 @@ fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
         .webhooks
 }
 
+/// A delivery thread and the sinks for the webhook `tables` of a configuration file.
+fn deliver(tables: &str) -> (tempfile::TempDir, Delivery, Vec<Box<dyn Sink>>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hooks = webhooks(dir.path(), tables);
+    let delivery = Delivery::start().expect("delivery");
+    let sinks = delivery.sinks(&hooks);
+    (dir, delivery, sinks)
+}
+
 fn key() -> SysctlKey {
     SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key")
 }
@@ -162,22 +171,16 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
 
 #[test]
 fn every_report_kind_fits_the_schema() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
     let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost"
         .split(' ')
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\nevents = [{all}]\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, _delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\nevents = [{all}]\n",
+        rx.url("/")
+    ));
     let reports = [
         restored(10),
         Report::DriftAlerted {
@@ -266,17 +269,11 @@ fn every_report_kind_fits_the_schema() {
 
 #[test]
 fn default_events_leave_out_info_and_key_available() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, _delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
+        rx.url("/")
+    ));
     emit(
         &mut sinks,
         &Report::ConfigReloaded {
@@ -300,17 +297,11 @@ fn default_events_leave_out_info_and_key_available() {
 
 #[test]
 fn slack_message_has_a_summary_line_and_fields() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"slack\"\nurl = \"{}\"\n",
-            rx.url("/services/T0/B0/XYZ")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, _delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"slack\"\nurl = \"{}\"\n",
+        rx.url("/services/T0/B0/XYZ")
+    ));
     emit(
         &mut sinks,
         &Report::Flapping {
@@ -343,17 +334,11 @@ fn slack_message_has_a_summary_line_and_fields() {
 
 #[test]
 fn server_error_then_success_is_one_delivery_after_a_retry() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[Reply::Status(500)]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
+        rx.url("/")
+    ));
     emit(&mut sinks, &restored(7));
     let got = rx.wait_for(2, Duration::from_secs(5));
     assert_eq!(got[0].body.len(), got[1].body.len());
@@ -373,17 +358,11 @@ fn server_error_then_success_is_one_delivery_after_a_retry() {
 
 #[test]
 fn a_client_error_is_not_retried() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[Reply::Status(404)]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
+        rx.url("/")
+    ));
     emit(&mut sinks, &restored(7));
     rx.wait_for(1, Duration::from_secs(5));
     let e = &delivery.endpoints()[0];
@@ -403,14 +382,10 @@ fn free_port() -> std::net::SocketAddr {
 
 #[test]
 fn refused_connections_are_retried_until_the_endpoint_comes_up() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let addr = free_port();
-    let hooks = webhooks(
-        dir.path(),
-        &format!("[[webhook]]\nformat = \"json\"\nurl = \"http://{addr}/up\"\n"),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"http://{addr}/up\"\n"
+    ));
     emit(&mut sinks, &restored(9));
     let endpoint = delivery.endpoints()[0].clone();
     common::wait_for("a refused attempt", Duration::from_secs(5), || {
@@ -426,17 +401,11 @@ fn refused_connections_are_retried_until_the_endpoint_comes_up() {
 
 #[test]
 fn a_hanging_endpoint_times_out_and_gets_a_retry() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[Reply::Hang]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"200ms\"\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"200ms\"\n",
+        rx.url("/")
+    ));
     let start = std::time::Instant::now();
     emit(&mut sinks, &restored(11));
     // The sink hands over without waiting for the hanging server.
@@ -457,17 +426,11 @@ fn a_hanging_endpoint_times_out_and_gets_a_retry() {
 
 #[test]
 fn overflow_drops_the_oldest_counts_them_and_says_so() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[Reply::Hang]);
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"1s\"\nqueue = 2\n",
-            rx.url("/")
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"1s\"\nqueue = 2\n",
+        rx.url("/")
+    ));
     emit(&mut sinks, &restored(1));
     // The task is now stuck on the first report; the next ten meet a queue of two.
     rx.wait_for(1, Duration::from_secs(5));
@@ -494,16 +457,10 @@ fn overflow_drops_the_oldest_counts_them_and_says_so() {
 
 #[test]
 fn undeliverable_reports_are_given_up_after_their_age() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let addr = free_port();
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"slack\"\nurl = \"http://{addr}/\"\ngive-up-after = \"1s\"\n"
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"slack\"\nurl = \"http://{addr}/\"\ngive-up-after = \"1s\"\n"
+    ));
     emit(&mut sinks, &restored(5));
     let endpoint = delivery.endpoints()[0].clone();
     common::wait_for("give-up", Duration::from_secs(5), || {
@@ -610,16 +567,10 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
     };
     let notified = Receiver::start(&[]);
     let am = common::prometheus::Alertmanager::start(&bin, &notified.url("/am"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hooks = webhooks(
-        dir.path(),
-        &format!(
-            "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
-            am.url()
-        ),
-    );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let (_dir, _delivery, mut sinks) = deliver(&format!(
+        "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
+        am.url()
+    ));
     emit(
         &mut sinks,
         &Report::DriftAlerted {
