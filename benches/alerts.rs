@@ -23,7 +23,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -110,8 +110,8 @@ fn run() -> Result<(), String> {
         },
     ];
     println!(
-        "\n{:<22} {:>24} {:>24}   {}",
-        "time at 0", "back to back: median p99", "1 ms apart: median p99", "scrapes/s"
+        "\n{:<22} {:>31} {:>31}   scrapes/s",
+        "time at 0", "back to back: median     p99", "1 ms apart: median     p99"
     );
     let mut base: Option<[Duration; 4]> = None;
     for case in &cases {

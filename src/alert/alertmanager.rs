@@ -290,11 +290,11 @@ impl Alerts {
     pub fn reconcile(&mut self, state: impl Fn(&str) -> Option<KeyState>, now: SystemTime) {
         for (id, alert) in &mut self.alerts {
             let Some(key) = &id.key else { continue };
-            let over = match (id.name, state(key)) {
-                (KEY_WRONG, Some(KeyState::Holding)) => true,
-                (KEY_UNAVAILABLE, Some(KeyState::Holding | KeyState::Wrong)) => true,
-                _ => false,
-            };
+            let over = matches!(
+                (id.name, state(key)),
+                (KEY_WRONG, Some(KeyState::Holding))
+                    | (KEY_UNAVAILABLE, Some(KeyState::Holding | KeyState::Wrong))
+            );
             if over && !alert.resolved {
                 alert.resolved = true;
                 alert.ends_at = Some(now);

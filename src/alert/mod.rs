@@ -157,7 +157,7 @@ impl Delivery {
     /// Serves `/metrics` on `listen` (the guard's snapshots from
     /// [`crate::metrics::follow`]), keeps the server if the address did not change, stops it
     /// for `None`. A port that cannot be bound is logged; the guard runs on without metrics.
-    pub fn serve_metrics(self: &'static Self, listen: Option<std::net::SocketAddr>) {
+    pub fn serve_metrics(&'static self, listen: Option<std::net::SocketAddr>) {
         let mut current = self
             .metrics
             .lock()
