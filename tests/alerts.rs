@@ -14,7 +14,7 @@ use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
 use fwdguard::key::SysctlKey;
 use fwdguard::report::{Cause, Report, Sink, Trigger};
-use fwdguard::sysctl::Value;
+use fwdguard::value::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
     let text = format!("[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n{tables}");

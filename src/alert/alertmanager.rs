@@ -329,7 +329,7 @@ mod tests {
     use super::*;
     use crate::key::SysctlKey;
     use crate::report::Trigger;
-    use crate::sysctl::Value;
+    use crate::value::Value;
 
     fn key() -> SysctlKey {
         SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key")

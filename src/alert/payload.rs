@@ -321,7 +321,7 @@ mod tests {
     use super::*;
     use crate::key::SysctlKey;
     use crate::report::Trigger;
-    use crate::sysctl::Value;
+    use crate::value::Value;
 
     fn origin() -> Origin {
         Origin {
