@@ -22,9 +22,9 @@
 //! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
 
+pub mod alert;
 pub mod bpf;
 pub mod cause;
-pub mod alert;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -13,7 +13,7 @@ use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
 use fwdguard::key::SysctlKey;
-use fwdguard::report::{Cause, Report, Sink, Trigger};
+use fwdguard::report::{Cause, PersistedConflict, Report, Sink, Trigger};
 use fwdguard::value::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
@@ -172,11 +172,18 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
 #[test]
 fn every_report_kind_fits_the_schema() {
     let rx = Receiver::start(&[]);
-    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost"
+    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost persisted-conflict persisted-conflict-gone hazard"
         .split(' ')
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    let conflict = PersistedConflict {
+        key: key(),
+        want: Value::new("1"),
+        value: "0".into(),
+        source: "/etc/sysctl.conf:2".into(),
+        appliers: vec!["systemd-sysctl".into(), "sysctl --system".into()],
+    };
     let (_dir, _delivery, mut sinks) = deliver(&format!(
         "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\nevents = [{all}]\n",
         rx.url("/")
@@ -242,6 +249,13 @@ fn every_report_kind_fits_the_schema() {
             output: "stderr".into(),
             lost: 12,
         },
+        Report::PersistedConflict(conflict.clone()),
+        Report::PersistedConflictGone(conflict),
+        Report::Hazard {
+            source: "/etc/docker/daemon.json".into(),
+            hazard: "\"ip-forward\": false".into(),
+            fix: "remove it".into(),
+        },
     ];
     for r in &reports {
         emit(&mut sinks, r);
@@ -255,7 +269,13 @@ fn every_report_kind_fits_the_schema() {
             v["event"].as_str().expect("event").to_owned()
         })
         .collect();
-    assert_eq!(events.len(), 12, "{events:?}");
+    assert_eq!(events.len(), 15, "{events:?}");
+    let persisted = got[12].json();
+    assert_eq!(persisted["observed"], "0");
+    assert_eq!(
+        persisted["cause"],
+        "/etc/sysctl.conf:2 (for systemd-sysctl, sysctl --system)"
+    );
     assert!(
         got[2].json()["cause"]
             .as_str()
