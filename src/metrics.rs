@@ -408,6 +408,7 @@ mod tests {
                 drops: 3,
                 failed_restores: 0,
                 flapping_episodes: 0,
+                writes_replaced: 0,
                 degradations: Vec::new(),
                 wrong,
             }],

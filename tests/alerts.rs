@@ -13,6 +13,7 @@ use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
 use fwdguard::key::SysctlKey;
+use fwdguard::observation::Writer;
 use fwdguard::report::{Cause, PersistedConflict, Report, Sink, Trigger};
 use fwdguard::value::Value;
 
@@ -204,10 +205,11 @@ fn every_report_kind_fits_the_schema() {
             error: "Permission denied".into(),
             attempt: 2,
             retry_in: Duration::from_millis(200),
-            cause: Some(Cause::Writer {
+            cause: Some(Cause::Writer(Box::new(Writer {
                 pid: 4242,
                 comm: "sysctl".into(),
-            }),
+                ..Writer::default()
+            }))),
         },
         Report::Recovered {
             key: key(),

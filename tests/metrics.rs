@@ -34,6 +34,7 @@ fn snapshot() -> Snapshot {
             drops: 2,
             failed_restores: 0,
             flapping_episodes: 0,
+            writes_replaced: 0,
             degradations: Vec::new(),
             wrong,
         }],

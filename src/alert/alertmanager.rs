@@ -34,6 +34,8 @@ pub const EVENTS_LOST: &str = "FwdguardEventsLost";
 pub const OUTPUT_LOST: &str = "FwdguardOutputLost";
 pub const PERSISTED_CONFLICT: &str = "FwdguardPersistedConflict";
 pub const HAZARD: &str = "FwdguardHazard";
+pub const WRITE_REPLACED: &str = "FwdguardWriteReplaced";
+pub const PREVENT_UNAVAILABLE: &str = "FwdguardPreventUnavailable";
 pub const TEST: &str = "FwdguardTest";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +85,7 @@ fn effects(notice: &Notice) -> Vec<Effect> {
             match action {
                 // Under `alert` each drop leaves the key wrong until someone acts.
                 Action::Alert => Severity::Critical,
-                Action::Restore => Severity::Warning,
+                Action::Restore | Action::Prevent => Severity::Warning,
             },
         )],
         Report::FlappingEnded { .. } => vec![Resolve(KEY_FLAPPING)],
@@ -96,6 +98,14 @@ fn effects(notice: &Notice) -> Vec<Effect> {
         Report::PersistedConflict(_) => vec![Fire(PERSISTED_CONFLICT, Severity::Warning)],
         Report::PersistedConflictGone(_) => vec![Resolve(PERSISTED_CONFLICT)],
         Report::Hazard { .. } => vec![Event(HAZARD, Severity::Warning, EVENT_LASTS)],
+        Report::WriteReplaced { .. } => {
+            vec![Event(WRITE_REPLACED, Severity::Warning, EVENT_LASTS)]
+        }
+        Report::PreventUnavailable { .. } => {
+            vec![Event(PREVENT_UNAVAILABLE, Severity::Warning, EVENT_LASTS)]
+        }
+        // The drift reports that follow a seen write carry the alert.
+        Report::WriteSeen { .. } | Report::HookAttached { .. } => Vec::new(),
     }
 }
 

@@ -66,6 +66,10 @@ pub enum Event {
     PersistedConflict,
     PersistedConflictGone,
     Hazard,
+    WriteReplaced,
+    WriteSeen,
+    HookAttached,
+    PreventUnavailable,
     /// `fwdguard alert test`; not selectable in `events`, always delivered.
     #[serde(skip)]
     Test,
@@ -74,7 +78,7 @@ pub enum Event {
 impl Event {
     /// What a webhook gets without `events`: everything at warning or above, plus the reports
     /// that say a problem is over.
-    pub const DEFAULT: [Event; 13] = [
+    pub const DEFAULT: [Event; 16] = [
         Event::DriftRestored,
         Event::DriftAlerted,
         Event::RestoreFailed,
@@ -88,6 +92,9 @@ impl Event {
         Event::PersistedConflict,
         Event::PersistedConflictGone,
         Event::Hazard,
+        Event::WriteReplaced,
+        Event::WriteSeen,
+        Event::PreventUnavailable,
     ];
 
     pub fn of(report: &Report) -> Event {
@@ -107,6 +114,10 @@ impl Event {
             Report::PersistedConflict(_) => Event::PersistedConflict,
             Report::PersistedConflictGone(_) => Event::PersistedConflictGone,
             Report::Hazard { .. } => Event::Hazard,
+            Report::WriteReplaced { .. } => Event::WriteReplaced,
+            Report::WriteSeen { .. } => Event::WriteSeen,
+            Report::HookAttached { .. } => Event::HookAttached,
+            Report::PreventUnavailable { .. } => Event::PreventUnavailable,
         }
     }
 
@@ -127,6 +138,10 @@ impl Event {
             Event::PersistedConflict => "persisted-conflict",
             Event::PersistedConflictGone => "persisted-conflict-gone",
             Event::Hazard => "hazard",
+            Event::WriteReplaced => "write-replaced",
+            Event::WriteSeen => "write-seen",
+            Event::HookAttached => "hook-attached",
+            Event::PreventUnavailable => "prevent-unavailable",
             Event::Test => "test",
         }
     }

@@ -74,7 +74,6 @@ impl Delivery {
         std::thread::Builder::new()
             .name("fwdguard-alerts".into())
             .spawn(move || {
-                lower_priority();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     // DNS lookups run on blocking threads; few are ever needed at once.
@@ -199,22 +198,6 @@ impl Drop for Delivery {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Gives the calling thread (the delivery thread) nice 10: where it shares a CPU with the
-/// guard's thread, the guard gets the CPU first. Best effort.
-fn lower_priority() {
-    let tid = nix::unistd::gettid().as_raw();
-    // SAFETY: setpriority(2) takes plain integers and touches no memory of ours; on Linux,
-    // PRIO_PROCESS with a thread id sets that thread's nice value.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower the delivery thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 

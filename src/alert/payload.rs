@@ -212,6 +212,23 @@ impl Details {
                 d.cause = Some(format!("{} (for {})", c.source, c.appliers.join(", ")));
             }
             Report::Hazard { hazard, .. } => d.error = Some(hazard.clone()),
+            Report::WriteReplaced { want, writer, .. } => {
+                d.wanted = Some(want.to_string());
+                d.action = Some(Action::Prevent.as_str());
+                d.cause = Some(writer.to_string());
+            }
+            Report::WriteSeen {
+                want,
+                action,
+                writer,
+                ..
+            } => {
+                d.wanted = Some(want.to_string());
+                d.action = Some(action.as_str());
+                d.cause = Some(writer.to_string());
+            }
+            Report::HookAttached { prevent, audit, .. } => d.count = Some((prevent + audit) as u64),
+            Report::PreventUnavailable { error, .. } => d.error = Some(error.clone()),
         }
         d
     }
