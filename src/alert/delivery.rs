@@ -219,6 +219,8 @@ const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
 struct Losses {
     /// Drops already logged.
     seen: u64,
+    /// Drops already counted into `since_delivery`.
+    counted: u64,
     logged_at: Option<Instant>,
     /// Lost since the last delivery, for the next payload's `dropped`.
     since_delivery: u64,
@@ -227,6 +229,9 @@ struct Losses {
 impl Losses {
     fn check(&mut self, endpoint: &Endpoint) {
         let now = endpoint.queue.dropped();
+        // Every loss goes into the next payload's count, whether or not it is logged yet.
+        self.since_delivery += now.saturating_sub(self.counted);
+        self.counted = self.counted.max(now);
         if now > self.seen && self.logged_at.is_none_or(|t| t.elapsed() >= LOSS_LOG_EVERY) {
             self.logged_at = Some(Instant::now());
             let n = now - self.seen;
@@ -238,7 +243,6 @@ impl Losses {
                 if n == 1 { "" } else { "s" },
                 endpoint.spec.queue
             );
-            self.since_delivery += n;
             self.seen = now;
         }
     }
