@@ -343,7 +343,7 @@ mod tests {
     fn origin() -> Origin {
         Origin {
             host: "docker-7".into(),
-            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            machine_id: "machine-id-of-docker-7".into(),
             version: "9.9.9",
         }
     }
