@@ -46,6 +46,9 @@ impl Origin {
 
 /// One thing to deliver: a report, or the test alert of `fwdguard alert test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every notice is a report; boxing it would add an allocation per report for the
+// sake of the one-off test alert.
+#[allow(clippy::large_enum_variant)]
 pub enum Notice {
     Report(Report),
     Test,
