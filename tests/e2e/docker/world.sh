@@ -79,7 +79,7 @@ world_init() {
   ip route add default via "$INTERNET"
 
   echo "fwdguard e2e payload $TAG" >"$DIR/www/file"
-  ip netns exec internet python3 -m http.server --bind "$INTERNET" --directory "$DIR/www" 80 \
+  ip netns exec internet /usr/bin/python3 -m http.server --bind "$INTERNET" --directory "$DIR/www" 80 \
     >"$DIR/http.log" 2>&1 &
   local i
   for i in $(seq 100); do
