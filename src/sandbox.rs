@@ -102,6 +102,7 @@ impl PrivateNetns {
 /// `available`. Otherwise the test fails when `CI=true`, and elsewhere it is skipped with a
 /// visible `SKIPPED` line naming what it needs. (Feature `test-kit`.)
 #[cfg(any(test, feature = "test-kit"))]
+#[track_caller]
 pub fn require(test: &str, available: bool, need: &str) -> bool {
     if available {
         return true;

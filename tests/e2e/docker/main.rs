@@ -122,17 +122,20 @@ fn restore_keeps_run_and_build_whole() {
     assert!(!stderr.contains(RUN_WARNING), "{stderr}");
 }
 
-/// The world's `docker run` of a container downloading every 50 ms until told to stop, while
-/// `network.service` is restarted 20 times (0.5 s each): stop writes 0, start writes 1 again
-/// 200 ms later. Returns the container's downloads: (ok, failed).
+/// The world's `docker run` of a container downloading every 50 ms, while `network.service`
+/// is restarted 20 times on a host whose sysctl drop-in says `ip_forward = 0` (0.5 s each; two
+/// writes of 0 each). Returns the container's downloads after its first one: (ok, failed).
 fn under_fire(w: &World) -> (u32, u32) {
     let ctl = w.path("ctl");
     std::fs::create_dir_all(&ctl).expect("ctl");
-    // One-second timeouts: a SYN lost while forwarding is off would be retried only after 1 s.
+    // A download fails when it has not finished within 5 s: a SYN lost at a drop is retried
+    // (after 1 s and 3 s), as by a package manager, and a machine as loaded as a CI runner
+    // can be does not count as a failure; a knob left at 0 fails it.
     let script = format!(
-        "ok=0; failed=0; echo started; \
+        "get() {{ timeout 5 wget -q -O /dev/null {URL}; }}; \
+         get && echo started || echo 'first download failed'; ok=0; failed=0; \
          while [ ! -e /ctl/stop ]; do \
-           if timeout 1 wget -q -O /dev/null {URL}; then ok=$((ok+1)); else failed=$((failed+1)); fi; \
+           if get; then ok=$((ok+1)); else failed=$((failed+1)); fi; \
            usleep 50000; \
          done; echo \"downloads: $ok $failed\""
     );
@@ -147,15 +150,13 @@ fn under_fire(w: &World) -> (u32, u32) {
         .expect("docker run");
     let mut lines = BufReader::new(container.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert_eq!(first, "started", "the container did not start");
+    assert_eq!(
+        first, "started",
+        "the container could not download before the restarts"
+    );
 
     let fire = Instant::now();
-    for _ in 0..20 {
-        w.network_stop();
-        std::thread::sleep(Duration::from_millis(200));
-        w.sysctl("net.ipv4.ip_forward=1");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    w.network_restarts(20);
     let fire = fire.elapsed();
     std::fs::write(ctl.join("stop"), "").expect("stop file");
     let last = lines.last().and_then(Result::ok).unwrap_or_default();
@@ -168,7 +169,7 @@ fn under_fire(w: &World) -> (u32, u32) {
         .map(|n| n.parse().expect("a count"))
         .collect();
     note(&format!(
-        "under fire for {fire:.1?}: {} downloads ok, {} failed",
+        "20 network restarts in {fire:.1?}: {} downloads ok, {} failed",
         counts[0], counts[1]
     ));
     (counts[0], counts[1])
@@ -183,9 +184,8 @@ fn a_container_under_fire_loses_downloads_without_fwdguard() {
     let (ok, failed) = under_fire(&w);
     assert!(
         failed > 0,
-        "no download failed ({ok} ok) although forwarding was off 20 times"
+        "no download failed ({ok} ok) with forwarding left at 0"
     );
-    assert!(ok > 0, "no download worked even while forwarding was on");
 }
 
 #[test]

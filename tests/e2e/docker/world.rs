@@ -194,6 +194,18 @@ impl World {
         self.world_sh(&["network-stop", &self.host_netns]);
     }
 
+    /// `count` restarts of `network.service` in the world, 0.5 s each, on a host whose sysctl
+    /// drop-in says `net.ipv4.ip_forward = 0`: stop writes 0, start 200 ms later writes it again.
+    pub fn network_restarts(&self, count: u32) {
+        let dir = self.dir_str();
+        self.world_sh(&[
+            "network-restarts",
+            &dir,
+            &self.host_netns,
+            &count.to_string(),
+        ]);
+    }
+
     /// `sysctl -w KEY=VALUE` in the world, after the same proof.
     pub fn sysctl(&self, assignment: &str) {
         self.world_sh(&["sysctl", &self.host_netns, assignment]);

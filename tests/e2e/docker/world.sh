@@ -15,6 +15,8 @@
 #   world.sh dockerd-stop DIR          stop dockerd and wait until it is gone
 #   world.sh network-stop HOST_NETNS   what `network stop` does to forwarding: sysctl -w net.ipv4.ip_forward=0
 #   world.sh sysctl HOST_NETNS KEY=VALUE
+#   world.sh network-restarts DIR HOST_NETNS N   N restarts of network.service as on a CentOS
+#                                      host with a hardening drop-in: 0.5 s each
 #
 # Paths: Debian's docker.io puts its client in /usr/bin/docker. Another client earlier in PATH
 # (a Docker CE 28 CLI in /usr/local/bin, say) would speak a newer API and default to BuildKit,
@@ -49,9 +51,25 @@ world_docker() {
   DOCKER_CONFIG=$DIR/client DOCKER_BUILDKIT=0 "$DOCKER" -H "unix://$DIR/docker.sock" "$@"
 }
 
+# N restarts of network.service, 0.5 s each, on a host whose sysctl drop-in says
+# ip_forward=0: `network stop` runs `sysctl -w net.ipv4.ip_forward=0`, and `network start`
+# applies the sysctl files again 200 ms later, which writes the 0 once more.
+world_network_restarts() {
+  not_host_netns "$1"
+  local i
+  echo "net.ipv4.ip_forward = 0" >"$DIR/99-hardening.conf"
+  for i in $(seq "$2"); do
+    sleep 0.3
+    sysctl -q -w net.ipv4.ip_forward=0
+    sleep 0.2
+    sysctl -q -p "$DIR/99-hardening.conf"
+  done
+}
+
 world_init() {
   not_host_netns "$HOST_NETNS"
   echo "$TAG" >"$DIR/tag"
+  echo "$HOST_NETNS" >"$DIR/host-netns"
   mkdir -p "$DIR/data" "$DIR/exec" "$DIR/client" "$DIR/www" "$DIR/rootfs/bin"
 
   # dockerd writes fixed paths besides its roots (/run/docker/libnetwork, /etc/docker), and
@@ -99,6 +117,8 @@ world_init() {
 }
 
 world_dockerd() {
+  # dockerd writes forwarding as it starts (--ip-forward=true): never in the host's namespace.
+  not_host_netns "$(cat "$DIR/host-netns")"
   [ ! -e "$DIR/dockerd.pid" ] || die "dockerd is already running"
   echo '{}' >"$DIR/daemon.json"
   echo "=== dockerd $*" >>"$DIR/dockerd.log"
@@ -157,7 +177,7 @@ world_down() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  cmd=${1:?usage: world.sh init|dockerd|dockerd-stop|network-stop|sysctl ...}
+  cmd=${1:?usage: world.sh init|dockerd|dockerd-stop|network-stop|network-restarts|sysctl ...}
   shift
   case $cmd in
     init)
@@ -171,6 +191,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     dockerd-stop) DIR=$1; world_dockerd_stop ;;
     network-stop) world_sysctl "$1" net.ipv4.ip_forward=0 ;;
     sysctl) world_sysctl "$1" "$2" ;;
+    network-restarts) DIR=$1; world_network_restarts "$2" "$3" ;;
     *) die "unknown command $cmd" ;;
   esac
 fi
