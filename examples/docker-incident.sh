@@ -80,10 +80,12 @@ steps() {
     echo "  \$ docker build    # ${step}"
     echo "      -> $result"
   done
-  local warning
-  warning=$(cat "$out.run.err" "$out.and" "$out.or" | grep -m1 'IPv4 forwarding is disabled' || true)
-  printf -v "warn_$side" '%s' "${warning:-(none)}"
-  echo "  Docker's warning: ${warning:-(none)}"
+  local run_warning build_warning
+  run_warning=$(grep -m1 'IPv4 forwarding is disabled' "$out.run.err" || true)
+  build_warning=$(cat "$out.and" "$out.or" | grep -m1 'IPv4 forwarding is disabled' || true)
+  printf -v "warn_$side" '%s' "$run_warning$build_warning"
+  echo "  Docker's warning, docker run (stderr):   ${run_warning:-(none)}"
+  echo "  Docker's warning, docker build (stdout): ${build_warning:-(none)}"
 }
 
 echo
@@ -101,7 +103,7 @@ for i in $(seq 100); do
   [ "$i" != 100 ] || { cat "$DIR/fwdguard.log"; exit 1; }
   sleep 0.05
 done
-echo "  \$ fwdguard run -c fwdguard.toml &"
+echo "  \$ fwdguard run -c fwdguard.toml &    # forwarding is still 0 from above"
 steps with
 sleep 0.1
 echo "  fwdguard said:"
@@ -113,12 +115,12 @@ printf '%-32s %-46s %s\n' "docker run ... wget" "$run_without" "$run_with"
 printf '%-32s %-46s %s\n' "docker build, RUN wget && ..." "$and_without" "$and_with"
 printf '%-32s %-46s %s\n' "docker build, RUN wget || true" "$or_without" "$or_with"
 printf '%-32s %-46s %s\n' "Docker warned" \
-  "$([ "$warn_without" = "(none)" ] && echo no || echo yes)" \
-  "$([ "$warn_with" = "(none)" ] && echo no || echo yes)"
+  "$([ -z "$warn_without" ] && echo no || echo yes)" \
+  "$([ -z "$warn_with" ] && echo no || echo yes)"
 echo
 ok="built, /file in the image"
 if [ "$and_with" = "$ok" ] && [ "$or_with" = "$ok" ] && [ "$run_with" = downloaded ] &&
-  [ "$warn_with" = "(none)" ] && { [ "$and_without" != "$ok" ] || [ "$or_without" != "$ok" ]; }; then
+  [ -z "$warn_with" ] && { [ "$and_without" != "$ok" ] || [ "$or_without" != "$ok" ]; }; then
   echo "Verdict: without fwdguard the build failed or shipped an image without its file; with fwdguard every build got its file."
 else
   echo "Verdict: unexpected results; see above."
