@@ -50,12 +50,39 @@ fn file_in_image(w: &World, image: &str) -> String {
     text(&w.run(image, "cat /file 2>/dev/null || true").stdout)
 }
 
+/// A world with dockerd running with its default flags.
+fn world_with_dockerd(test: &'static str) -> Option<World> {
+    let w = World::start(test)?;
+    w.dockerd(&[]);
+    Some(w)
+}
+
+/// `docker build -t e2e:and` of `RUN wget ... && echo downloaded`: its output and status.
+fn build_and(w: &World) -> std::process::Output {
+    w.build(
+        "e2e:and",
+        &format!("RUN {} && echo downloaded", download("/file")),
+    )
+}
+
+/// The build of `RUN wget ... && ...` failed the way it does with forwarding off.
+fn assert_build_fails_with_warning(w: &World) {
+    let build = build_and(w);
+    let stdout = text(&build.stdout);
+    assert!(!build.status.success(), "the build should fail:\n{stdout}");
+    assert!(stdout.contains(BUILD_WARNING), "{stdout}");
+    assert!(
+        text(&build.stderr).contains("returned a non-zero code"),
+        "{}",
+        text(&build.stderr)
+    );
+}
+
 #[test]
 fn the_incident_without_fwdguard_breaks_run_and_build() {
-    let Some(w) = World::start("the_incident_without_fwdguard_breaks_run_and_build") else {
+    let Some(w) = world_with_dockerd("the_incident_without_fwdguard_breaks_run_and_build") else {
         return;
     };
-    w.dockerd(&[]);
     w.network_stop();
     assert_eq!(w.forwarding(), "0");
 
@@ -66,18 +93,7 @@ fn the_incident_without_fwdguard_breaks_run_and_build() {
         "docker run's stderr: {stderr}"
     );
 
-    let build = w.build(
-        "e2e:and",
-        &format!("RUN {} && echo downloaded", download("/file")),
-    );
-    let stdout = text(&build.stdout);
-    assert!(!build.status.success(), "the build should fail:\n{stdout}");
-    assert!(stdout.contains(BUILD_WARNING), "{stdout}");
-    assert!(
-        text(&build.stderr).contains("returned a non-zero code"),
-        "{}",
-        text(&build.stderr)
-    );
+    assert_build_fails_with_warning(&w);
 
     // `|| true`: the build succeeds, warns, and ships an image without the file.
     let build = w.build("e2e:or-true", &format!("RUN {} || true", download("/file")));
@@ -97,20 +113,16 @@ fn the_incident_without_fwdguard_breaks_run_and_build() {
 
 #[test]
 fn restore_keeps_run_and_build_whole() {
-    let Some(mut w) = World::start("restore_keeps_run_and_build_whole") else {
+    let Some(mut w) = world_with_dockerd("restore_keeps_run_and_build_whole") else {
         return;
     };
-    w.dockerd(&[]);
     w.fwdguard("restore");
     w.network_stop();
     w.guard()
         .wait_stderr("net.ipv4.conf.all.forwarding was 0, restored to 1", SECOND);
     assert_eq!(w.forwarding(), "1");
 
-    let build = w.build(
-        "e2e:and",
-        &format!("RUN {} && echo downloaded", download("/file")),
-    );
+    let build = build_and(&w);
     let stdout = text(&build.stdout);
     assert!(build.status.success(), "{stdout}{}", text(&build.stderr));
     assert!(!stdout.contains("IPv4 forwarding is disabled"), "{stdout}");
@@ -177,10 +189,10 @@ fn under_fire(w: &World) -> (u32, u32) {
 
 #[test]
 fn a_container_under_fire_loses_downloads_without_fwdguard() {
-    let Some(w) = World::start("a_container_under_fire_loses_downloads_without_fwdguard") else {
+    let Some(w) = world_with_dockerd("a_container_under_fire_loses_downloads_without_fwdguard")
+    else {
         return;
     };
-    w.dockerd(&[]);
     let (ok, failed) = under_fire(&w);
     assert!(
         failed > 0,
@@ -190,10 +202,10 @@ fn a_container_under_fire_loses_downloads_without_fwdguard() {
 
 #[test]
 fn a_container_under_fire_loses_no_download_with_fwdguard() {
-    let Some(mut w) = World::start("a_container_under_fire_loses_no_download_with_fwdguard") else {
+    let Some(mut w) = world_with_dockerd("a_container_under_fire_loses_no_download_with_fwdguard")
+    else {
         return;
     };
-    w.dockerd(&[]);
     w.fwdguard("restore");
     let (ok, failed) = under_fire(&w);
     assert_eq!(
@@ -208,10 +220,10 @@ fn a_container_under_fire_loses_no_download_with_fwdguard() {
 
 #[test]
 fn alert_reports_the_drop_and_the_build_fails_as_without() {
-    let Some(mut w) = World::start("alert_reports_the_drop_and_the_build_fails_as_without") else {
+    let Some(mut w) = world_with_dockerd("alert_reports_the_drop_and_the_build_fails_as_without")
+    else {
         return;
     };
-    w.dockerd(&[]);
     w.fwdguard("alert");
     w.network_stop();
     w.guard().wait_stderr(
@@ -220,13 +232,7 @@ fn alert_reports_the_drop_and_the_build_fails_as_without() {
     );
     assert_eq!(w.forwarding(), "0", "alert must not write");
 
-    let build = w.build(
-        "e2e:and",
-        &format!("RUN {} && echo downloaded", download("/file")),
-    );
-    let stdout = text(&build.stdout);
-    assert!(!build.status.success(), "the build should fail:\n{stdout}");
-    assert!(stdout.contains(BUILD_WARNING), "{stdout}");
+    assert_build_fails_with_warning(&w);
 }
 
 #[test]
