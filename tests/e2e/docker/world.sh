@@ -123,10 +123,13 @@ world_dockerd() {
   echo '{}' >"$DIR/daemon.json"
   echo "=== dockerd $*" >>"$DIR/dockerd.log"
   # A relative cgroup parent: the containers' cgroups go under our own, named after this world,
-  # and are removed at teardown (cgroup directories are not namespaced).
+  # and are removed at teardown (cgroup directories are not namespaced). The cgroupfs driver
+  # always: on a cgroup2 host dockerd would pick systemd's, which wants a slice and D-Bus
+  # under the /run this world hides.
   "$DOCKERD" --data-root "$DIR/data" --exec-root "$DIR/exec" --pidfile "$DIR/dockerd.pid" \
     -H "unix://$DIR/docker.sock" --config-file "$DIR/daemon.json" \
-    --cgroup-parent "$(cat "$DIR/tag")" --storage-driver overlay2 "$@" >>"$DIR/dockerd.log" 2>&1 &
+    --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "$(cat "$DIR/tag")" \
+    --storage-driver overlay2 "$@" >>"$DIR/dockerd.log" 2>&1 &
   local pid=$! i
   for i in $(seq 300); do
     world_docker version >/dev/null 2>&1 && break
