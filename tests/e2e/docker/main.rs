@@ -134,10 +134,9 @@ fn restore_keeps_run_and_build_whole() {
     assert!(!stderr.contains(RUN_WARNING), "{stderr}");
 }
 
-/// The world's `docker run` of a container downloading every 50 ms, while `network.service`
-/// is restarted 20 times on a host whose sysctl drop-in says `ip_forward = 0` (0.5 s each; two
-/// writes of 0 each). Returns the container's downloads after its first one: (ok, failed).
-fn under_fire(w: &World) -> (u32, u32) {
+/// Runs `fire` while a container in the world downloads every 50 ms, and notes `what` it
+/// was. Returns the container's downloads after its first one: (ok, failed).
+fn downloads_during(w: &World, what: &str, fire: impl FnOnce()) -> (u32, u32) {
     let ctl = w.path("ctl");
     std::fs::create_dir_all(&ctl).expect("ctl");
     // A download fails when it has not finished within 5 s: a SYN lost at a drop is retried
@@ -167,9 +166,9 @@ fn under_fire(w: &World) -> (u32, u32) {
         "the container could not download before the restarts"
     );
 
-    let fire = Instant::now();
-    w.network_restarts(20);
-    let fire = fire.elapsed();
+    let start = Instant::now();
+    fire();
+    let took = start.elapsed();
     std::fs::write(ctl.join("stop"), "").expect("stop file");
     let last = lines.last().and_then(Result::ok).unwrap_or_default();
     let out = container.wait_with_output().expect("container");
@@ -181,10 +180,16 @@ fn under_fire(w: &World) -> (u32, u32) {
         .map(|n| n.parse().expect("a count"))
         .collect();
     note(&format!(
-        "20 network restarts in {fire:.1?}: {} downloads ok, {} failed",
+        "{what} in {took:.1?}: {} downloads ok, {} failed",
         counts[0], counts[1]
     ));
     (counts[0], counts[1])
+}
+
+/// Downloads while `network.service` is restarted 20 times on a host whose sysctl drop-in says
+/// `ip_forward = 0` (0.5 s each; two writes of 0 each).
+fn under_fire(w: &World) -> (u32, u32) {
+    downloads_during(w, "20 network restarts", || w.network_restarts(20))
 }
 
 #[test]
@@ -281,4 +286,38 @@ fn dockerd_sets_forwarding_only_at_its_start_and_fwdguard_keeps_it() {
     let (downloaded, stderr) = run_download(&w);
     assert!(downloaded, "docker run could not download: {stderr}");
     assert!(!stderr.contains(RUN_WARNING), "{stderr}");
+}
+
+#[test]
+fn prevent_keeps_forwarding_at_1_through_a_storm_of_writes() {
+    let Some(mut w) = world_with_dockerd("prevent_keeps_forwarding_at_1_through_a_storm_of_writes")
+    else {
+        return;
+    };
+    // The hook covers only the cgroup it is attached to, and the writers below it.
+    let cgroup = common::TestCgroup::new("docker-prevent");
+    w.fwdguard_attached("prevent", &cgroup.path);
+    w.guard().wait_stderr("BPF sysctl hook attached at", SECOND);
+    let watch = w.watch_forwarding();
+    let mut writes = 0;
+    let (ok, failed) = downloads_during(&w, "a storm of writes of 0", || {
+        writes = w.storm(&cgroup.path, 5);
+    });
+    let (reads, zeros) = watch.stop();
+    note(&format!(
+        "{writes} writes of 0: forwarding read {reads} times, at 0 in {zeros}"
+    ));
+    assert!(writes > 1000, "only {writes} writes");
+    assert!(reads > 1000, "only {reads} reads");
+    assert_eq!(zeros, 0, "forwarding was seen at 0 during the storm");
+    assert_eq!(failed, 0, "downloads failed under prevent ({ok} ok)");
+    assert!(ok >= 25, "only {ok} downloads in 5 s");
+    let stderr = w.guard().stderr();
+    assert!(stderr.contains("replaced by 1"), "{stderr}");
+    assert!(
+        !stderr.contains("restored"),
+        "never dropped, never restored:\n{stderr}"
+    );
+    drop(w);
+    drop(cgroup);
 }

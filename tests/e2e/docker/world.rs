@@ -7,6 +7,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{Daemon, forwarding_config};
@@ -206,6 +208,35 @@ impl World {
         ]);
     }
 
+    /// Writes of 0 to `net.ipv4.ip_forward` in the world for `seconds`, as fast as a shell
+    /// can, from inside `cgroup` (after the same proof). Returns how many.
+    pub fn storm(&self, cgroup: &Path, seconds: u32) -> u64 {
+        let cgroup = cgroup.display().to_string();
+        let out = self.world_sh(&["storm", &self.host_netns, &cgroup, &seconds.to_string()]);
+        text(&out.stdout).trim().parse().expect("a count of writes")
+    }
+
+    /// Reads `net.ipv4.conf.all.forwarding` in the world, from a thread moved into its network
+    /// namespace, as fast as it can until the watch is stopped.
+    pub fn watch_forwarding(&self) -> Watch {
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", self.init)).expect("netns");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let knob = std::fs::File::open("/proc/sys/net/ipv4/conf/all/forwarding").expect("open");
+            let (mut reads, mut zeros, mut buf) = (0u64, 0u64, [0u8; 8]);
+            while !stopped.load(Ordering::Relaxed) {
+                let n = knob.read_at(&mut buf, 0).expect("read");
+                reads += 1;
+                zeros += u64::from(buf[..n].starts_with(b"0"));
+            }
+            (reads, zeros)
+        });
+        Watch { stop, thread }
+    }
+
     /// `sysctl -w KEY=VALUE` in the world, after the same proof.
     pub fn sysctl(&self, assignment: &str) {
         self.world_sh(&["sysctl", &self.host_netns, assignment]);
@@ -265,8 +296,19 @@ impl World {
     /// `fwdguard run -c FILE` in the world with `action` on `net.ipv4.conf.all.forwarding`,
     /// once it has told its service manager it is ready.
     pub fn fwdguard(&mut self, action: &str) {
+        self.start_fwdguard(action, |_| {});
+    }
+
+    /// `fwdguard run` with `action`, its BPF hook attached to `cgroup` (not the root).
+    pub fn fwdguard_attached(&mut self, action: &str, cgroup: &Path) {
+        self.start_fwdguard(action, |cmd| {
+            cmd.env(fwdguard::bpf::ATTACH_ENV, cgroup);
+        });
+    }
+
+    fn start_fwdguard(&mut self, action: &str, adjust: impl FnOnce(&mut Command)) {
         let wrapper = ["nsenter", "-t", &self.init, "-n", "-m", "-p", "--"];
-        let d = Daemon::start_under(&wrapper, &forwarding_config(action), |_, _| {});
+        let d = Daemon::start_under(&wrapper, &forwarding_config(action), |cmd, _| adjust(cmd));
         self.guards.push(d);
         let d = self.guards.last_mut().expect("just pushed");
         d.wait_notify("READY=1", Duration::from_secs(5));
@@ -307,6 +349,20 @@ impl World {
         let mut found = Vec::new();
         walk(Path::new("/sys/fs/cgroup"), &self.tag, &mut found);
         found
+    }
+}
+
+/// A reader of the world's forwarding knob.
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Watch {
+    /// Stops it: (reads, reads that saw 0).
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the watch")
     }
 }
 

@@ -15,6 +15,7 @@
 #   world.sh dockerd-stop DIR          stop dockerd and wait until it is gone
 #   world.sh network-stop HOST_NETNS   what `network stop` does to forwarding: sysctl -w net.ipv4.ip_forward=0
 #   world.sh sysctl HOST_NETNS KEY=VALUE
+#   world.sh storm HOST_NETNS CGROUP SECONDS   writes of 0 to ip_forward from inside CGROUP
 #   world.sh network-restarts DIR HOST_NETNS N   N restarts of network.service as on a CentOS
 #                                      host with a hardening drop-in: 0.5 s each
 #
@@ -64,6 +65,21 @@ world_network_restarts() {
     sleep 0.2
     sysctl -q -p "$DIR/99-hardening.conf"
   done
+}
+
+# Writes 0 to net.ipv4.ip_forward as fast as a shell can for SECONDS, from inside the cgroup2
+# directory CGROUP (where a BPF hook may be attached). Prints how many writes it made.
+world_storm() {
+  not_host_netns "$1"
+  echo 0 >"$2/cgroup.procs"
+  local end n=0 i batch
+  batch=$(seq 100)
+  end=$(($(date +%s) + $3))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    for i in $batch; do echo 0 >/proc/sys/net/ipv4/ip_forward || true; done
+    n=$((n + 100))
+  done
+  echo "$n"
 }
 
 world_init() {
@@ -180,7 +196,7 @@ world_down() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  cmd=${1:?usage: world.sh init|dockerd|dockerd-stop|network-stop|network-restarts|sysctl ...}
+  cmd=${1:?usage: world.sh init|dockerd|dockerd-stop|network-stop|network-restarts|storm|sysctl ...}
   shift
   case $cmd in
     init)
@@ -195,6 +211,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     network-stop) world_sysctl "$1" net.ipv4.ip_forward=0 ;;
     sysctl) world_sysctl "$1" "$2" ;;
     network-restarts) DIR=$1; world_network_restarts "$2" "$3" ;;
+    storm) world_storm "$1" "$2" "$3" ;;
     *) die "unknown command $cmd" ;;
   esac
 fi
