@@ -98,6 +98,25 @@ impl PrivateNetns {
     }
 }
 
+/// For tests that need something this machine may not have (root, a tool): `true` when
+/// `available`. Otherwise the test fails when `CI=true`, and elsewhere it is skipped with a
+/// visible `SKIPPED` line naming what it needs. (Feature `test-kit`.)
+#[cfg(any(test, feature = "test-kit"))]
+#[track_caller]
+pub fn require(test: &str, available: bool, need: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs {need}; CI must provide it"
+    );
+    // Straight to the descriptor: the test harness captures eprintln! of passing tests.
+    use std::io::Write as _;
+    let _ = writeln!(io::stderr(), "SKIPPED {test}: needs {need}");
+    false
+}
+
 /// For tests (feature `test-kit`): runs `body` on a new thread moved into a new network namespace, and checks
 /// afterwards that the host's `ip_forward` did not change. Needs root: without it the test
 /// fails when `CI=true`, and elsewhere is skipped with a visible `SKIPPED` line (`None`).
@@ -107,17 +126,11 @@ pub fn in_private_netns<R: Send + 'static>(
     body: impl FnOnce(&PrivateNetns) -> R + Send + 'static,
 ) -> Option<R> {
     const HOST_KNOB: &str = "/proc/sys/net/ipv4/ip_forward";
-    if !Uid::effective().is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} needs root (it makes a private network namespace); CI must run the suite as root"
-        );
-        // Straight to the descriptor: the test harness captures eprintln! of passing tests.
-        use std::io::Write as _;
-        let _ = writeln!(
-            io::stderr(),
-            "SKIPPED {test}: needs root (it makes a private network namespace)"
-        );
+    if !require(
+        test,
+        Uid::effective().is_root(),
+        "root (it makes a private network namespace)",
+    ) {
         return None;
     }
     let host_before = std::fs::read_to_string(HOST_KNOB).expect("read the host's ip_forward");
