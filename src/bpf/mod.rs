@@ -115,9 +115,9 @@ pub enum HookError {
     #[error("the start-up probe could not run: {0}")]
     ProbeFailed(String),
     #[error(
-        "the start-up probe found the replacement ineffective on this kernel (wrote {wrote:?}, read back {read:?}; the bpf_sysctl_set_new_value bug)"
+        "the start-up probe found the replacement ineffective on this kernel (a write that should have been replaced went through as written: the bpf_sysctl_set_new_value bug)"
     )]
-    Ineffective { wrote: String, read: String },
+    Ineffective,
     #[error("the start-up probe's write was not seen by the hook: is fwdguard itself inside {0}?")]
     ProbeUnseen(String),
 }
@@ -126,7 +126,7 @@ impl HookError {
     /// Whether `restore`/`alert` could still use an audit-only hook (the replacement is what
     /// failed, not the hook).
     pub fn audit_still_possible(&self) -> bool {
-        matches!(self, HookError::Ineffective { .. })
+        matches!(self, HookError::Ineffective)
     }
 }
 
@@ -395,12 +395,13 @@ fn prepare(targets: &[Target], options: &Options) -> Result<Prepared, HookError>
         }
     };
     if rules.iter().any(|(r, _)| r.mode == Mode::Prevent) {
-        probe(&dir, &path, !root, offsets, options.fault)?;
+        probe(&dir, &path, !root, netns, offsets, options.fault)?;
     }
     let spec = Spec {
         rules: rules.iter().map(|(r, _)| r.clone()).collect(),
         netns,
         offsets,
+        writer_comm: None,
         fault: options.fault,
     };
     Ok(Prepared {
@@ -470,22 +471,27 @@ fn spawn_reader(
         })
 }
 
-/// The sysctl the probe writes, in a private network namespace of its own.
+/// The sysctl the probe writes: bounded 1..=255, so the probe's replacement `0` is refused.
 const PROBE_KEY: &str = "net/ipv4/ip_default_ttl";
-const PROBE_WRITE: &str = "33";
-const PROBE_WANT: &str = "65";
+/// The probe writer's command name: the probe program touches no other task's writes.
+const PROBE_COMM: &[u8] = b"fwdguard-probe";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Proves that the kernel applies a replacement: a child process in a fresh network namespace
-/// (nothing of the host is written) writes `33` to `ip_default_ttl` while a probe program
-/// attached at the same place with the same code replaces it with `65`; it must read back 65.
-/// Kernels with the `set_new_value` bug return success and keep 33.
+/// Proves that the kernel applies a replacement, without changing anything and without a
+/// namespace of its own (so no CAP_SYS_ADMIN and no user namespaces): a forked child named
+/// `fwdguard-probe` writes `ip_default_ttl`'s current value back to it while a program built
+/// from the same code, matching only that command name, replaces the write with `0`, which
+/// the kernel refuses (EINVAL). Where the replacement is effective the write fails and nothing
+/// is written; on kernels with the `set_new_value` bug it succeeds and rewrites the value that
+/// was there. Only a change by someone else in the microseconds between the child's read and
+/// its write could be undone, and only on such a kernel.
 ///
 /// Attached below the root (tests), the probe writer joins that cgroup first.
 fn probe(
     dir: &OwnedFd,
     path: &Path,
     join: bool,
+    netns: u32,
     offsets: btf::TaskOffsets,
     fault: Option<Fault>,
 ) -> Result<(), HookError> {
@@ -493,13 +499,12 @@ fn probe(
     let (ready_r, ready_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
     let (go_r, go_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
     let (result_r, result_w) = sys::pipe().map_err(|e| failed("pipe", e))?;
-    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    let mut comm = [0u8; 16];
+    comm[..PROBE_COMM.len()].copy_from_slice(PROBE_COMM);
     let job = sys::ProbeJob {
         path: std::ffi::CString::new(format!("/proc/sys/{PROBE_KEY}"))
             .map_err(|e| failed("path", e.into()))?,
-        value: format!("{PROBE_WRITE}\n").into_bytes(),
-        uid_map: format!("0 {uid} 1").into_bytes(),
-        gid_map: format!("0 {gid} 1").into_bytes(),
+        comm,
         cgroup_procs: join
             .then(|| {
                 std::ffi::CString::new(
@@ -521,18 +526,16 @@ fn probe(
         {
             return Err(child_failure(&child));
         }
-        let netns = std::fs::metadata(format!("/proc/{}/ns/net", child.pid))
-            .map_err(|e| failed("read the probe's network namespace", e))?
-            .ino() as u32;
         let spec = Spec {
             rules: vec![Rule {
                 name: PROBE_KEY.into(),
-                want: PROBE_WANT.parse().unwrap_or_default(),
-                want_text: PROBE_WANT.into(),
+                want: 0,
+                want_text: "0".into(),
                 mode: Mode::Prevent,
             }],
             netns,
             offsets,
+            writer_comm: Some(comm),
             fault,
         };
         let Loaded { prog, mut ring } = load(&spec, "fwdguard_probe", 4096)?;
@@ -554,18 +557,15 @@ fn probe(
                     .unwrap_or("finish")
             )));
         }
-        let mut read = String::new();
+        let mut verdict = [0u8];
         File::from(result_r)
-            .read_to_string(&mut read)
+            .read_exact(&mut verdict)
             .map_err(|e| failed("read the probe's result", e))?;
         let seen = ring.drain(|_| {});
-        match read.trim() {
-            PROBE_WANT => Ok(()),
+        match verdict[0] {
+            sys::PROBE_REFUSED => Ok(()),
             _ if seen == 0 => Err(HookError::ProbeUnseen(path.display().to_string())),
-            other => Err(HookError::Ineffective {
-                wrote: PROBE_WRITE.into(),
-                read: other.into(),
-            }),
+            _ => Err(HookError::Ineffective),
         }
     })();
     if outcome.is_err() {

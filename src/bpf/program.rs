@@ -10,6 +10,7 @@
 //! k = rule whose name has length len and equal 8-byte words; none: return 1;
 //! task = bpf_get_current_task();
 //! if (task->nsproxy->net_ns->ns.inum != NETNS) return 1;  // another netns: untouched
+//! if (COMM && task->comm != COMM) return 1;               // the start-up probe's program only
 //! n = bpf_sysctl_get_new_value(ctx, new, 32);             // raw bytes, -E2BIG if longer
 //! rc = bpf_strtol(new, 32, 0, &v);                        // the kernel's own parser
 //! if (rc > 0 && n >= 0 && v == rules[k].want) return 1;   // keeps the value: no event
@@ -127,6 +128,9 @@ pub struct Spec {
     /// The network namespace (inode) whose writes are guarded.
     pub netns: u32,
     pub offsets: TaskOffsets,
+    /// Only writes by tasks with this command name count (the start-up probe's own writer);
+    /// `None` in the real hook.
+    pub writer_comm: Option<[u8; 16]>,
     pub fault: Option<Fault>,
 }
 
@@ -223,6 +227,14 @@ pub fn assemble(spec: &Spec, events: i32) -> Result<Vec<Insn>, UnboundLabel> {
     a.load(Size::W, R1, FP, EVT + layout::NETNS)
         .ld_imm64(R2, u64::from(spec.netns))
         .jump_reg(Cond::Ne, R1, R2, allow);
+    if let Some(comm) = spec.writer_comm {
+        read_kernel(&mut a, EVT + layout::COMM, 16, R8, o.comm);
+        for i in 0..2 {
+            a.load(Size::DW, R1, FP, EVT + layout::COMM + 8 * i)
+                .ld_imm64(R2, word(&comm, 8 * i as usize))
+                .jump_reg(Cond::Ne, R1, R2, allow);
+        }
+    }
 
     // The new value, parsed the way proc_dointvec will parse it.
     a.mov_reg(R1, R6)
@@ -406,6 +418,7 @@ mod tests {
                 net_ns: 6,
                 netns_inum: 7,
             },
+            writer_comm: None,
             fault: None,
         }
     }

@@ -298,17 +298,23 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
 /// The steps of the probe writer, as its exit status names the one that failed.
 pub const PROBE_STEPS: [&str; 7] = [
     "done",
-    "unshare the network namespace",
-    "map our user into the new user namespace",
-    "wait for the probe program",
-    "write the probe value",
-    "read the probe value back",
     "join the cgroup the hook is attached to",
+    "set its command name",
+    "wait for the probe program",
+    "read the probe key",
+    "write the probe key (an error other than EINVAL)",
+    "report its result",
 ];
 
-/// A child process in a private network namespace of its own that writes `value` to the sysctl
-/// file `path` once the parent writes a byte to `go`, then sends what it reads back over
-/// `result` and exits (status: index into [`PROBE_STEPS`] of the failed step, 0 if none).
+/// The probe writer's result: its write was refused (EINVAL), so the replacement took effect.
+pub const PROBE_REFUSED: u8 = b'R';
+/// ... or it went through as written.
+pub const PROBE_ACCEPTED: u8 = b'A';
+
+/// A child process that names itself `job.comm`, then, once the parent writes a byte to `go`,
+/// writes the current value of the sysctl file `job.path` back to it and sends
+/// [`PROBE_REFUSED`] or [`PROBE_ACCEPTED`] over `result` (exit status: index into
+/// [`PROBE_STEPS`] of the failed step, 0 if none).
 #[derive(Debug)]
 pub struct ProbeWriter {
     pub pid: libc::pid_t,
@@ -318,16 +324,15 @@ pub struct ProbeWriter {
 #[derive(Debug)]
 pub struct ProbeJob {
     pub path: std::ffi::CString,
-    pub value: Vec<u8>,
-    pub uid_map: Vec<u8>,
-    pub gid_map: Vec<u8>,
+    /// NUL-padded, at most 15 bytes of name.
+    pub comm: [u8; 16],
     /// `cgroup.procs` of the cgroup to join first, when the hook is not attached at the root.
     pub cgroup_procs: Option<std::ffi::CString>,
 }
 
 impl ProbeWriter {
-    /// Forks the writer. `ready` (write end) gets one byte once the child is in its own
-    /// namespace; it then blocks on `go` (read end); `result` (write end) gets the value.
+    /// Forks the writer. `ready` (write end) gets one byte once the child has its name; it
+    /// then blocks on `go` (read end); `result` (write end) gets the verdict.
     pub fn spawn(
         job: &ProbeJob,
         ready: &OwnedFd,
@@ -384,26 +389,12 @@ unsafe fn probe_child(job: &ProbeJob, ready: RawFd, go: RawFd, result: RawFd) ->
             // "0" moves the writing process itself.
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                fail(6);
+                fail(1);
             }
             libc::close(fd);
         }
-        if libc::unshare(libc::CLONE_NEWNET) != 0 {
-            // Without CAP_SYS_ADMIN: a user namespace of our own owns the network namespace.
-            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) != 0 {
-                fail(1);
-            }
-            for (file, text) in [
-                (c"/proc/self/setgroups", b"deny".as_slice()),
-                (c"/proc/self/uid_map", &job.uid_map),
-                (c"/proc/self/gid_map", &job.gid_map),
-            ] {
-                let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
-                    fail(2);
-                }
-                libc::close(fd);
-            }
+        if libc::prctl(libc::PR_SET_NAME, job.comm.as_ptr()) != 0 {
+            fail(2);
         }
         let byte = [1u8];
         let mut got = [0u8];
@@ -413,13 +404,24 @@ unsafe fn probe_child(job: &ProbeJob, ready: RawFd, go: RawFd, result: RawFd) ->
             fail(3);
         }
         let fd = libc::open(job.path.as_ptr(), libc::O_RDWR);
-        if fd < 0 || libc::write(fd, job.value.as_ptr().cast(), job.value.len()) < 0 {
+        let mut buf = [0u8; 64];
+        let n = if fd < 0 {
+            -1
+        } else {
+            libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0)
+        };
+        if n <= 0 {
             fail(4);
         }
-        let mut buf = [0u8; 64];
-        let n = libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-        if n < 0 || libc::write(result, buf.as_ptr().cast(), n as usize) != n {
-            fail(5);
+        let verdict = if libc::write(fd, buf.as_ptr().cast(), n as usize) >= 0 {
+            PROBE_ACCEPTED
+        } else if *libc::__errno_location() == libc::EINVAL {
+            PROBE_REFUSED
+        } else {
+            fail(5)
+        };
+        if libc::write(result, [verdict].as_ptr().cast(), 1) != 1 {
+            fail(6);
         }
         libc::_exit(0)
     }
