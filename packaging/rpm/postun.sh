@@ -3,6 +3,11 @@
 # user stays (Fedora's rule: users are never deleted, their uid may own files).
 if [ "$1" -eq 0 ]; then
     rm -f /etc/systemd/system/fwdguard.service.d/50-no-ambient-capabilities.conf
+    # The operator's link that turned the BPF hook's privileges on (README, "prevent").
+    link=/etc/systemd/system/fwdguard.service.d/fwdguard-bpf.conf
+    if [ "$(readlink "$link" 2>/dev/null)" = /usr/share/fwdguard/fwdguard-bpf.conf ]; then
+        rm -f "$link"
+    fi
     rmdir /etc/systemd/system/fwdguard.service.d 2>/dev/null || :
     # Empty unless an edited configuration was kept as .rpmsave.
     rmdir /etc/fwdguard 2>/dev/null || :

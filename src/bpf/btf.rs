@@ -1,5 +1,5 @@
 //! Field offsets from the kernel's own type information (`/sys/kernel/btf/vmlinux`): the hook
-//! reads the writer's pid, parent and network namespace out of `struct task_struct`, whose
+//! reads the writer's pids, parent and network namespace out of `struct task_struct`, whose
 //! layout differs between kernel builds. This is the small part of CO-RE the hook needs.
 
 use std::collections::HashMap;
@@ -24,6 +24,20 @@ pub struct TaskOffsets {
     pub net_ns: u32,
     /// `net.ns.inum`: the inode number `/proc/PID/ns/net` shows, `u32`.
     pub netns_inum: u32,
+    /// `task_struct.group_leader`, a pointer.
+    pub group_leader: u32,
+    /// `task_struct.thread_pid`, a pointer to `struct pid`.
+    pub thread_pid: u32,
+    /// `pid.level`: how deep the task's pid namespace is (0: the initial one), `u32`.
+    pub pid_level: u32,
+    /// `pid.numbers`: one `struct upid` per level, from 0.
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`, and its `nr` (`i32`) and `ns` (a pointer).
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum`: the inode number `/proc/PID/ns/pid` shows, `u32`.
+    pub pidns_inum: u32,
 }
 
 /// Why the offsets could not be found.
@@ -246,6 +260,15 @@ impl Btf {
             nsproxy: self.offset("task_struct", "nsproxy")?,
             net_ns: self.offset("nsproxy", "net_ns")?,
             netns_inum: self.offset("net", "ns.inum")?,
+            group_leader: self.offset("task_struct", "group_leader")?,
+            thread_pid: self.offset("task_struct", "thread_pid")?,
+            pid_level: self.offset("pid", "level")?,
+            pid_numbers: self.offset("pid", "numbers")?,
+            // { int nr; struct pid_namespace *ns; }: the pointer is the last member.
+            upid_size: self.offset("upid", "ns")? + 8,
+            upid_nr: self.offset("upid", "nr")?,
+            upid_ns: self.offset("upid", "ns")?,
+            pidns_inum: self.offset("pid_namespace", "ns.inum")?,
         })
     }
 }
@@ -341,5 +364,6 @@ mod tests {
         let o = Btf::parse(&raw).unwrap().task_offsets().unwrap();
         assert!(o.tgid > 0 && o.pid > 0 && o.comm > o.tgid, "{o:?}");
         assert_ne!(o.real_parent, o.nsproxy);
+        assert_eq!((o.upid_nr, o.upid_size), (0, 16), "{o:?}");
     }
 }

@@ -42,6 +42,9 @@ pub const ATTACH_ENV: &str = "FWDGUARD_BPF_CGROUP";
 /// The environment variable that injects a fault for tests (`verifier` or `no-replace`).
 pub const FAULT_ENV: &str = "FWDGUARD_BPF_FAULT";
 
+/// The packaged drop-in that grants the hook's privileges (`systemd/fwdguard-bpf.conf`).
+pub const DROP_IN: &str = "/usr/share/fwdguard/fwdguard-bpf.conf";
+
 /// Ring buffer size: ~2 300 events of backlog.
 const RING_SIZE: u32 = 256 * 1024;
 /// How often the event reader checks whether it should stop.
@@ -146,7 +149,9 @@ fn hint(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => match lockdown {
             Some(mode) => format!(" (kernel lockdown={mode} forbids it)"),
-            None => " (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or CAP_SYS_ADMIN)".into(),
+            None => format!(
+                " (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or CAP_SYS_ADMIN, and bpf(2) allowed: with the packaged unit, link {DROP_IN} into /etc/systemd/system/fwdguard.service.d/)"
+            ),
         },
         Some(libc::EINVAL) | Some(libc::E2BIG) | Some(libc::EOPNOTSUPP) => format!(
             " (kernel {kernel} lacks it: needs 5.8+ with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF)"
@@ -209,6 +214,12 @@ fn rules_for(targets: &[Target]) -> Vec<(Rule, usize)> {
 pub fn own_netns() -> io::Result<u32> {
     let ino = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
     u32::try_from(ino).map_err(|_| io::Error::other(format!("netns inode {ino} over 32 bits")))
+}
+
+/// The pid namespace inode of this process: writers' ids are reported as it sees them.
+fn own_pidns() -> io::Result<u32> {
+    let ino = std::fs::metadata("/proc/self/ns/pid")?.ino();
+    u32::try_from(ino).map_err(|_| io::Error::other(format!("pidns inode {ino} over 32 bits")))
 }
 
 /// A loaded program with its event ring, not attached yet.
@@ -431,6 +442,7 @@ fn spawn_reader(
     std::thread::Builder::new()
         .name("fwdguard-bpf".into())
         .spawn(move || {
+            let pidns = own_pidns().ok();
             let mut resolver = cgroup::Resolver::new(&cgroup_root);
             let mut events = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -447,10 +459,22 @@ fn spawn_reader(
                         continue;
                     };
                     let placement = resolver.placement(e.cgroup_id);
+                    // Ids as this process sees them: inside a container, not the host's.
+                    let (pid, ppid) = match pidns {
+                        Some(ns) => (
+                            e.pids.in_ns(ns).unwrap_or(e.pid),
+                            e.parent_pids.in_ns(ns).unwrap_or(e.ppid),
+                        ),
+                        None => (e.pid, e.ppid),
+                    };
+                    let parent_comm = match e.parent_comm.is_empty() {
+                        true => read_comm(ppid),
+                        false => Some(e.parent_comm),
+                    };
                     let writer = Writer {
-                        parent_comm: read_comm(e.ppid),
-                        pid: e.pid,
-                        ppid: e.ppid,
+                        parent_comm,
+                        pid,
+                        ppid,
                         uid: e.uid,
                         comm: e.comm,
                         cgroup: placement.cgroup,

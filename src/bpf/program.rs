@@ -14,7 +14,8 @@
 //! n = bpf_sysctl_get_new_value(ctx, new, 32);             // raw bytes, -E2BIG if longer
 //! rc = bpf_strtol(new, 32, 0, &v);                        // the kernel's own parser
 //! if (rc > 0 && n >= 0 && v == rules[k].want) return 1;   // keeps the value: no event
-//! event = { pid, tid, comm, ppid (task reads), uid, cgroup id, netns, n, rc, v, new };
+//! event = { pid, tid, comm, ppid, parent comm (task reads), uid, cgroup id, netns, n, rc,
+//!           v, new, the process's and the parent's id in each of their pid namespaces };
 //! if (rules[k].prevent) bpf_sysctl_set_new_value(ctx, "WANT\n\n..", clamp(n, len(WANT), 32));
 //! bpf_ringbuf_output(&events, &event, sizeof event, 0);
 //! return 1;                                               // never refuses a write
@@ -42,7 +43,9 @@
 //! - `r6` keeps the context, `r7` the name length and then the value length, `r8` the task:
 //!   `r1`-`r5` are clobbered by every call.
 
-use super::asm::{Alu, Asm, Cond, FP, Insn, R0, R1, R2, R3, R4, R6, R7, R8, Size, UnboundLabel};
+use super::asm::{
+    Alu, Asm, Cond, FP, Insn, R0, R1, R2, R3, R4, R6, R7, R8, R9, Size, UnboundLabel,
+};
 use super::btf::TaskOffsets;
 
 // `enum bpf_func_id`.
@@ -65,9 +68,9 @@ pub const VALUE_MAX: usize = 32;
 pub mod layout {
     pub const VERDICT: i16 = 0; // u32: 0 = seen (audit), 1 = replaced
     pub const RULE: i16 = 4; // u32: index into the rules
-    pub const TGID: i16 = 8; // u32
-    pub const TID: i16 = 12; // u32
-    pub const PPID: i16 = 16; // u32
+    pub const TGID: i16 = 8; // u32, in the initial pid namespace
+    pub const TID: i16 = 12; // u32, in the initial pid namespace
+    pub const PPID: i16 = 16; // u32, in the initial pid namespace
     pub const UID: i16 = 20; // u32
     pub const CGROUP_ID: i16 = 24; // u64
     pub const NETNS: i16 = 32; // u32
@@ -77,7 +80,17 @@ pub mod layout {
     pub const SET_RC: i16 = 52; // i32: set_new_value's return
     pub const COMM: i16 = 56; // char[16]
     pub const NEW: i16 = 72; // char[32]
-    pub const SIZE: i16 = 104;
+    pub const PARENT_COMM: i16 = 104; // char[16]
+    /// The writer's process id in each pid namespace it is in ([`PIDS_SIZE`] bytes) ...
+    pub const PIDS: i16 = 120;
+    /// ... and its parent's.
+    pub const PARENT_PIDS: i16 = PIDS + PIDS_SIZE;
+    pub const SIZE: i16 = PARENT_PIDS + PIDS_SIZE;
+
+    /// How many pid namespace levels are read (the initial one and 3 nested).
+    pub const LEVELS: i16 = 4;
+    /// A pid block: `u32` level, `u32` padding, then per level `{ u32 nr; u32 ns inum; }`.
+    pub const PIDS_SIZE: i16 = 8 + 8 * LEVELS;
 }
 
 // The stack frame (offsets from the frame pointer, which points just past it).
@@ -88,7 +101,8 @@ const WANT: i16 = RES - 8;
 const WANT_LEN: i16 = WANT - 8;
 const PREVENT: i16 = WANT_LEN - 8;
 const TMP: i16 = PREVENT - 8;
-const REPL: i16 = TMP - VALUE_MAX as i16;
+const TMP2: i16 = TMP - 8;
+const REPL: i16 = TMP2 - VALUE_MAX as i16;
 const _: () = assert!(REPL >= -512, "the BPF stack is 512 bytes");
 
 /// One guarded sysctl as the program matches it.
@@ -266,9 +280,20 @@ pub fn assemble(spec: &Spec, events: i32) -> Result<Vec<Insn>, UnboundLabel> {
     read_kernel(&mut a, EVT + layout::TGID, 4, R8, o.tgid);
     read_kernel(&mut a, EVT + layout::TID, 4, R8, o.pid);
     read_kernel(&mut a, EVT + layout::COMM, 16, R8, o.comm);
+    // The parent process: the leader of the thread that forked the writer (its name, not
+    // the forking thread's).
     read_kernel(&mut a, TMP, 8, R8, o.real_parent);
     a.load(Size::DW, R3, FP, TMP);
+    read_kernel(&mut a, TMP, 8, R3, o.group_leader);
+    a.load(Size::DW, R3, FP, TMP);
     read_kernel(&mut a, EVT + layout::PPID, 4, R3, o.tgid);
+    a.load(Size::DW, R3, FP, TMP);
+    read_kernel(&mut a, EVT + layout::PARENT_COMM, 16, R3, o.comm);
+    // The pids as the daemon's pid namespace sees them, which need not be the initial one.
+    a.mov_reg(R3, R8);
+    pid_numbers(&mut a, o, EVT + layout::PIDS);
+    a.load(Size::DW, R3, FP, TMP);
+    pid_numbers(&mut a, o, EVT + layout::PARENT_PIDS);
     a.call(GET_CURRENT_UID_GID)
         .store_reg(Size::W, FP, EVT + layout::UID, R0)
         .call(GET_CURRENT_CGROUP_ID)
@@ -322,6 +347,31 @@ pub fn assemble(spec: &Spec, events: i32) -> Result<Vec<Insn>, UnboundLabel> {
     a.finish()
 }
 
+/// The process id of the task in `r3` in each pid namespace it is in, into the pid block at
+/// `fp + dst`: `leader = task->group_leader; pid = leader->thread_pid;` then `pid->level` and,
+/// for each level up to it (at most [`layout::LEVELS`], unrolled), `pid->numbers[i].nr` and
+/// `pid->numbers[i].ns->ns.inum`. Levels past `pid->level` are not read: `numbers` is only as
+/// long as the task is deep. Uses `r9` for the `struct pid` pointer.
+fn pid_numbers(a: &mut Asm, o: &TaskOffsets, dst: i16) {
+    let done = a.label();
+    read_kernel(a, TMP2, 8, R3, o.group_leader);
+    a.load(Size::DW, R3, FP, TMP2);
+    read_kernel(a, TMP2, 8, R3, o.thread_pid);
+    a.load(Size::DW, R9, FP, TMP2);
+    read_kernel(a, dst, 4, R9, o.pid_level);
+    for i in 0..layout::LEVELS {
+        let upid = o.pid_numbers + i as u32 * o.upid_size;
+        let entry = dst + 8 + 8 * i;
+        a.load(Size::W, R1, FP, dst)
+            .jump_imm(Cond::Slt, R1, i.into(), done);
+        read_kernel(a, entry, 4, R9, upid + o.upid_nr);
+        read_kernel(a, TMP2, 8, R9, upid + o.upid_ns);
+        a.load(Size::DW, R3, FP, TMP2);
+        read_kernel(a, entry + 4, 4, R3, o.pidns_inum);
+    }
+    a.bind(done);
+}
+
 /// `bpf_probe_read_kernel(fp + dst, size, base + off)`.
 fn read_kernel(a: &mut Asm, dst: i16, size: i32, base: super::asm::Reg, off: u32) {
     if base != R3 {
@@ -346,10 +396,26 @@ pub struct Event {
     pub cgroup_id: u64,
     pub netns: u32,
     pub comm: String,
+    pub parent_comm: String,
+    /// The writer's process id in each pid namespace it is in, and its parent's.
+    pub pids: Pids,
+    pub parent_pids: Pids,
     /// What the writer passed, as far as the program saw it (up to 31 bytes).
     pub new: Vec<u8>,
     /// `set_new_value`'s return when replaced.
     pub set_rc: i32,
+}
+
+/// A process id in each pid namespace the process is in, the initial one first, as
+/// `(id, namespace inode)` (up to [`layout::LEVELS`] of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pids(pub Vec<(u32, u32)>);
+
+impl Pids {
+    /// The id in the pid namespace whose `/proc/PID/ns/pid` inode is `ns`, if it is in it.
+    pub fn in_ns(&self, ns: u32) -> Option<u32> {
+        self.0.iter().find(|(_, n)| *n == ns).map(|(id, _)| *id)
+    }
 }
 
 impl Event {
@@ -372,6 +438,17 @@ impl Event {
         if new_len >= 0 {
             new.truncate(new_len as usize);
         }
+        let pids = |block: i16| {
+            let levels = (u32_at(block) as usize + 1).min(LEVELS as usize);
+            Pids(
+                (0..levels)
+                    .map(|i| {
+                        let entry = block + 8 + 8 * i as i16;
+                        (u32_at(entry), u32_at(entry + 4))
+                    })
+                    .collect(),
+            )
+        };
         Some(Self {
             replaced: u32_at(VERDICT) == 1,
             rule: u32_at(RULE) as usize,
@@ -382,6 +459,9 @@ impl Event {
             cgroup_id: u64::from(u32_at(CGROUP_ID)) | u64::from(u32_at(CGROUP_ID + 4)) << 32,
             netns: u32_at(NETNS),
             comm: String::from_utf8_lossy(&cstr(COMM, 16)).into_owned(),
+            parent_comm: String::from_utf8_lossy(&cstr(PARENT_COMM, 16)).into_owned(),
+            pids: pids(PIDS),
+            parent_pids: pids(PARENT_PIDS),
             new,
             set_rc: u32_at(SET_RC) as i32,
         })
@@ -417,6 +497,14 @@ mod tests {
                 nsproxy: 5,
                 net_ns: 6,
                 netns_inum: 7,
+                group_leader: 8,
+                thread_pid: 9,
+                pid_level: 10,
+                pid_numbers: 11,
+                upid_size: 16,
+                upid_nr: 0,
+                upid_ns: 8,
+                pidns_inum: 12,
             },
             writer_comm: None,
             fault: None,
@@ -434,7 +522,8 @@ mod tests {
     fn stays_small_and_within_the_stack() {
         let prevent = assemble(&spec(Mode::Prevent), 3).unwrap();
         let audit = assemble(&spec(Mode::Audit), 3).unwrap();
-        assert!(prevent.len() < 300, "{} instructions", prevent.len());
+        // Most of it is the unrolled reads of who wrote, run only for writes that move a key.
+        assert!(prevent.len() < 600, "{} instructions", prevent.len());
         assert!(audit.len() < prevent.len());
     }
 
@@ -486,7 +575,21 @@ mod tests {
         put(&mut b, layout::NEW_LEN, &2i32.to_le_bytes());
         put(&mut b, layout::COMM, b"sysctl\0");
         put(&mut b, layout::NEW, b"0\n");
+        put(&mut b, layout::PARENT_COMM, b"network\0");
+        // In the initial pid namespace as 4242 and in a container's (inode 77) as 12.
+        put(&mut b, layout::PIDS, &1u32.to_le_bytes());
+        put(&mut b, layout::PIDS + 8, &4242u32.to_le_bytes());
+        put(&mut b, layout::PIDS + 12, &1u32.to_le_bytes());
+        put(&mut b, layout::PIDS + 16, &12u32.to_le_bytes());
+        put(&mut b, layout::PIDS + 20, &77u32.to_le_bytes());
         let e = Event::parse(&b).unwrap();
+        assert_eq!(e.parent_comm, "network");
+        assert_eq!(e.pids.0, [(4242, 1), (12, 77)]);
+        assert_eq!(
+            (e.pids.in_ns(77), e.pids.in_ns(1), e.pids.in_ns(5)),
+            (Some(12), Some(4242), None)
+        );
+        assert_eq!(e.parent_pids.0, [(0, 0)], "level 0: one entry");
         assert!(e.replaced);
         assert_eq!((e.rule, e.pid, e.ppid), (1, 4242, 4240));
         assert_eq!(e.cgroup_id, 0x1_0000_0002);

@@ -141,14 +141,17 @@ pub fn rootfs() -> &'static Path {
 /// test is failing, it first prints the container's journal.
 pub struct Container {
     pub name: String,
+    /// Extra `systemd-nspawn` arguments, kept for reboots.
+    nspawn_args: Vec<String>,
     dir: tempfile::TempDir,
     nspawn: Option<Child>,
     pid1: u32,
 }
 
 impl Container {
-    /// Boots a fresh container and waits for it to finish booting.
-    pub fn boot(name: &str) -> Self {
+    /// Boots a fresh container, with extra `systemd-nspawn` arguments (`--capability=...`),
+    /// and waits for it to finish booting.
+    pub fn boot(name: &str, nspawn_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("e2e-{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -158,6 +161,7 @@ impl Container {
         }
         let mut c = Self {
             name: format!("fwdguard-e2e-{name}-{}", std::process::id()),
+            nspawn_args: nspawn_args.iter().map(|a| a.to_string()).collect(),
             dir,
             nspawn: None,
             pid1: 0,
@@ -171,18 +175,21 @@ impl Container {
         let script = r#"
             set -e
             name=$1 lower=$2 dir=$3
+            shift 3
             mkdir -p /run/systemd/nspawn
             mount -t tmpfs tmpfs /run/systemd/nspawn
             mount -t overlay overlay -o "lowerdir=$lower,upperdir=$dir/upper,workdir=$dir/work" "$dir/merged"
-            # A cgroup of its own in each hierarchy systemd uses, or parallel containers collide.
-            for h in systemd unified; do
+            # A cgroup of its own in each hierarchy systemd uses, or parallel containers collide
+            # (and fwdguard's BPF hook inside must attach to a cgroup this test made).
+            for h in systemd unified .; do
+                if [ "$h" = . ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then continue; fi
                 if [ -d "/sys/fs/cgroup/$h" ]; then
                     mkdir -p "/sys/fs/cgroup/$h/$name"
                     echo $$ >"/sys/fs/cgroup/$h/$name/cgroup.procs"
                 fi
             done
             exec systemd-nspawn --quiet -D "$dir/merged" -M "$name" --private-network \
-                --register=no --keep-unit --console=passive --boot
+                --register=no --keep-unit --console=passive --boot "$@"
         "#;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -203,6 +210,7 @@ impl Container {
             .arg(&self.name)
             .arg(rootfs())
             .arg(d)
+            .args(&self.nspawn_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -276,22 +284,8 @@ impl Container {
     }
 
     pub fn sh_with_input(&self, script: &str, input: &[u8]) -> Output {
-        let mut child = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.pid1.to_string(),
-                "-a",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-            ])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8")
-            .env("SYSTEMD_PAGER", "")
-            .env("SYSTEMD_COLORS", "0")
-            .env("DEBIAN_FRONTEND", "noninteractive")
+        let mut child = self
+            .nsenter(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -300,6 +294,38 @@ impl Container {
         // An error here means the script ended without reading its input; its output says why.
         let _ = child.stdin.take().expect("stdin").write_all(input);
         child.wait_with_output().expect("nsenter output")
+    }
+
+    /// Starts a shell script inside the container and returns at once; its output is read from
+    /// the child.
+    pub fn spawn(&self, script: &str) -> Child {
+        self.nsenter(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsenter")
+    }
+
+    /// `/bin/sh -c script` in all the container's namespaces, as root, in a clean environment.
+    fn nsenter(&self, script: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &self.pid1.to_string(),
+            "-a",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8")
+        .env("SYSTEMD_PAGER", "")
+        .env("SYSTEMD_COLORS", "0")
+        .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
     }
 
     /// Runs a script that must succeed; returns its stdout.
@@ -383,7 +409,7 @@ impl Container {
             }
             let _ = std::fs::remove_dir(dir);
         }
-        for h in ["systemd", "unified"] {
+        for h in ["systemd", "unified", "."] {
             rm(&Path::new("/sys/fs/cgroup").join(h).join(&self.name));
         }
     }

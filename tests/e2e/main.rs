@@ -118,9 +118,14 @@ fn debs() -> &'static Debs {
 
 /// A container with the package installed and its service up.
 fn installed(name: &str, before: impl FnOnce(&Container)) -> Container {
+    installed_with(name, &[], before)
+}
+
+/// [`installed`] in a container booted with extra `systemd-nspawn` arguments.
+fn installed_with(name: &str, nspawn_args: &[&str], before: impl FnOnce(&Container)) -> Container {
     let host_before = std::fs::read_to_string(HOST_IP_FORWARD).expect("host ip_forward");
     let debs = debs();
-    let c = Container::boot(name);
+    let c = Container::boot(name, nspawn_args);
     before(&c);
     c.put(
         "/root/fwdguard.deb",
@@ -299,14 +304,9 @@ fn installed_service_is_least_privileged_and_guarding() {
     assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{security}");
 }
 
-/// Scenario 2: CentOS. `net.ipv4.ip_forward = 0` in /etc/sysctl.conf and EL7's network script:
-/// restarting network, restarting systemd-sysctl and rebooting each knock forwarding to 0, and
-/// each time it ends at 1, with the drop and the repair in the journal.
-#[test]
-fn centos_network_restart_sysctl_and_reboot_end_with_forwarding_on() {
-    if !prerequisites("centos_network_restart_sysctl_and_reboot_end_with_forwarding_on") {
-        return;
-    }
+/// Makes the container a CentOS host as far as forwarding goes: `net.ipv4.ip_forward = 0` in
+/// /etc/sysctl.conf and EL7's network script as `network.service`, started (forwarding is 0).
+fn centos(c: &Container) {
     let fixture = |name: &str| {
         std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -315,20 +315,29 @@ fn centos_network_restart_sysctl_and_reboot_end_with_forwarding_on() {
         )
         .expect("fixture")
     };
-    let mut c = installed("centos", |c| {
-        c.put("/etc/sysctl.conf", &fixture("sysctl.conf"));
-        c.put("/etc/rc.d/init.d/network", &fixture("network"));
-        c.put(
-            "/etc/systemd/system/network.service",
-            &fixture("network.service"),
-        );
-        c.ok("chmod 755 /etc/rc.d/init.d/network && systemctl daemon-reload && systemctl enable --now network");
-        assert_eq!(
-            ip_forward(c),
-            "0",
-            "sysctl.conf did not turn forwarding off"
-        );
-    });
+    c.put("/etc/sysctl.conf", &fixture("sysctl.conf"));
+    c.put("/etc/rc.d/init.d/network", &fixture("network"));
+    c.put(
+        "/etc/systemd/system/network.service",
+        &fixture("network.service"),
+    );
+    c.ok("chmod 755 /etc/rc.d/init.d/network && systemctl daemon-reload && systemctl enable --now network");
+    assert_eq!(
+        ip_forward(c),
+        "0",
+        "sysctl.conf did not turn forwarding off"
+    );
+}
+
+/// Scenario 2: CentOS. `net.ipv4.ip_forward = 0` in /etc/sysctl.conf and EL7's network script:
+/// restarting network, restarting systemd-sysctl and rebooting each knock forwarding to 0, and
+/// each time it ends at 1, with the drop and the repair in the journal.
+#[test]
+fn centos_network_restart_sysctl_and_reboot_end_with_forwarding_on() {
+    if !prerequisites("centos_network_restart_sysctl_and_reboot_end_with_forwarding_on") {
+        return;
+    }
+    let mut c = installed("centos", centos);
     // This scenario knocks forwarding down about 8 times within a minute, which the default
     // configuration rightly reports as flapping (one message instead of one per drop).
     reconfigure(
@@ -512,4 +521,164 @@ fn upgrade_keeps_config_remove_stops_purge_cleans_up() {
         !c.sh("getent passwd fwdguard").status.success(),
         "purge left the user"
     );
+}
+
+/// Issue 10 under real systemd: with the packaged drop-in that grants the BPF hook's privileges
+/// (`fwdguard-bpf.conf`, linked as the README says) and `action = "prevent"`, the CentOS
+/// `network` restart never lets forwarding leave 1 (a reader in the container sees no 0), and
+/// the journal names the writers, `sysctl` of `network.service` among them. `systemctl stop
+/// fwdguard` takes the hook away, so a 0 set on purpose then stays.
+#[test]
+fn prevent_keeps_forwarding_on_through_a_centos_network_restart() {
+    if !prerequisites("prevent_keeps_forwarding_on_through_a_centos_network_restart") {
+        return;
+    }
+    // systemd-nspawn keeps CAP_BPF and CAP_PERFMON, and bpf(2) itself, from the container
+    // unless asked.
+    let c = installed_with(
+        "prevent",
+        &[
+            "--capability=CAP_BPF,CAP_PERFMON",
+            "--system-call-filter=bpf",
+        ],
+        centos,
+    );
+    c.ok("mkdir -p /etc/systemd/system/fwdguard.service.d \\
+          && ln -s /usr/share/fwdguard/fwdguard-bpf.conf /etc/systemd/system/fwdguard.service.d/ \\
+          && systemctl daemon-reload");
+    c.put(
+        "/etc/fwdguard/fwdguard.toml",
+        b"flap-threshold = 100\n\n[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\naction = \"prevent\"\n",
+    );
+    let step = cursor(&c);
+    c.ok("systemctl restart fwdguard");
+    let attached = wait_reports(&c, &step, message_id::HOOK_ATTACHED, 1);
+    assert!(
+        field(&attached[0], "MESSAGE").contains("1 key kept from changing"),
+        "{}",
+        attached[0]
+    );
+    assert!(
+        reports(&c, &step, message_id::PREVENT_UNAVAILABLE).is_empty(),
+        "prevent fell back: {:#?}",
+        reports(&c, &step, message_id::PREVENT_UNAVAILABLE)
+    );
+    wait(&c, "ip_forward at 1", || ip_forward(&c) == "1");
+
+    // The service still runs as its own user, with exactly the three capabilities.
+    let status = c.ok(&format!("cat /proc/{}/status", main_pid(&c)));
+    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["CapEff:", "000000c000001000"])),
+        "{status}"
+    );
+    let security = c.text("systemd-analyze security --no-pager fwdguard.service");
+    assert!(
+        security.contains("Overall exposure level for fwdguard.service: 1."),
+        "exposure with the drop-in over 2.0:\n{security}"
+    );
+
+    // A reader on the other CPU for the whole restart.
+    let reader = c.spawn(
+        "n=0 z=0; : >/run/reader.up
+         while [ ! -e /run/reader.stop ]; do
+             read v </proc/sys/net/ipv4/ip_forward; n=$((n + 1)); [ \"$v\" = 1 ] || z=$((z + 1))
+         done
+         echo \"$n $z\"",
+    );
+    wait(&c, "the reader", || {
+        c.sh("test -e /run/reader.up").status.success()
+    });
+    let step = cursor(&c);
+    c.ok("systemctl restart network");
+    c.ok("systemctl restart systemd-sysctl");
+    c.ok("touch /run/reader.stop");
+    let out = reader.wait_with_output().expect("reader");
+    let counts = String::from_utf8_lossy(&out.stdout);
+    let (reads, zeros) = counts
+        .trim()
+        .split_once(' ')
+        .and_then(|(n, z)| Some((n.parse::<u64>().ok()?, z.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| {
+            panic!(
+                "reader said {counts:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("reader: {reads} reads of ip_forward during the restarts, {zeros} not 1");
+    assert!(reads > 100, "the reader hardly ran: {reads} reads");
+    assert_eq!(zeros, 0, "forwarding left 1 in {zeros} of {reads} reads");
+
+    // stop: `sysctl -w net.ipv4.ip_forward=0` by the network script; start, and the
+    // systemd-sysctl restart: the 0 in /etc/sysctl.conf, each replaced.
+    let replaced = wait_reports(&c, &step, message_id::WRITE_REPLACED, 4);
+    let by = |comm: &str, unit: &str| {
+        replaced.iter().any(|e| {
+            field(e, "FWDGUARD_WRITER_COMM") == comm && field(e, "FWDGUARD_WRITER_UNIT") == unit
+        })
+    };
+    assert!(
+        by("sysctl", "network.service"),
+        "no replaced write by sysctl of network.service: {replaced:#?}"
+    );
+    assert!(
+        by("systemd-sysctl", "network.service") && by("systemd-sysctl", "systemd-sysctl.service"),
+        "{replaced:#?}"
+    );
+    let stop = replaced
+        .iter()
+        .find(|e| field(e, "FWDGUARD_WRITER_COMM") == "sysctl")
+        .expect("sysctl");
+    let message = field(stop, "MESSAGE");
+    assert!(
+        message.contains("write of 0")
+            && message.contains("by sysctl (pid")
+            && message.contains("network.service")
+            && message.contains("replaced by 1"),
+        "{message}"
+    );
+    assert_eq!(
+        field(stop, "FWDGUARD_WRITER_PARENT_COMM"),
+        "network",
+        "{stop}"
+    );
+    assert!(
+        reports(&c, &step, message_id::DRIFT_RESTORED).is_empty(),
+        "a restore means forwarding did drop"
+    );
+    let by_unit = c.ok("journalctl --no-pager -o cat FWDGUARD_WRITER_UNIT=network.service");
+    assert!(by_unit.contains("by sysctl"), "{by_unit}");
+
+    // Pids as the container sees them (fwdguard runs in its pid namespace, not the host's).
+    // Through systemd-run: what `nsenter` starts stays in the host's cgroup, outside the
+    // container's subtree that the hook is attached to (the restorer repairs those writes).
+    let step = cursor(&c);
+    // ($$$$: systemd-run makes "$$" of it, as in ExecStart=.)
+    let ids = c.ok("systemd-run --quiet --pipe --wait --unit=e2e-writer \\
+             sh -c 'echo $$$$ $PPID; exec sysctl -q -w net.ipv4.ip_forward=0'");
+    let (pid, ppid) = ids.trim().split_once(' ').expect("two pids");
+    let replaced = wait_reports(&c, &step, message_id::WRITE_REPLACED, 1);
+    assert_eq!(
+        (
+            field(&replaced[0], "FWDGUARD_WRITER_PID"),
+            field(&replaced[0], "FWDGUARD_WRITER_PPID"),
+            field(&replaced[0], "FWDGUARD_WRITER_COMM"),
+            field(&replaced[0], "FWDGUARD_WRITER_PARENT_COMM"),
+            field(&replaced[0], "FWDGUARD_WRITER_UNIT"),
+        ),
+        (pid, ppid, "sysctl", "systemd", "e2e-writer.service"),
+        "{}",
+        replaced[0]
+    );
+    assert_eq!(ip_forward(&c), "1");
+
+    // The operator who really wants 0 for a moment: stop the service, and the hook is gone.
+    c.ok("systemctl stop fwdguard");
+    c.ok("sysctl -q -w net.ipv4.ip_forward=0");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ip_forward(&c), "0", "the hook outlived the service");
+    c.ok("systemctl start fwdguard");
+    wait(&c, "ip_forward restored at start", || ip_forward(&c) == "1");
 }
