@@ -152,7 +152,7 @@ impl Collector for State {
             },
         )?;
 
-        let counters: [Described<GuardSnapshot>; 4] = [
+        let counters: [Described<GuardSnapshot>; 5] = [
             (
                 "fwdguard_drops",
                 "Times a guarded key was seen to change away from its wanted value.",
@@ -172,6 +172,11 @@ impl Collector for State {
                 "fwdguard_flapping_episodes",
                 "Times a key started flapping.",
                 |k| k.flapping_episodes,
+            ),
+            (
+                "fwdguard_writes_replaced",
+                "Writes the BPF hook replaced with the wanted value (action prevent): drops that never happened.",
+                |k| k.writes_replaced,
             ),
         ];
         for (name, help, f) in counters {
@@ -204,6 +209,14 @@ impl Collector for State {
                 )?;
             }
         }
+
+        enc.encode_descriptor(
+            "fwdguard_bpf_hook_attached",
+            "1 while the BPF sysctl hook is attached (prevent in force, writers named), else 0.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&u64::from(snapshot.hook.is_some()))?;
 
         enc.encode_descriptor(
             "fwdguard_kernel_events_lost",

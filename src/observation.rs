@@ -63,7 +63,8 @@ pub enum Cause {
 }
 
 /// A write to a guarded key through `/proc/sys` that would have moved it, and who made it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// Serialized as the webhook payload's `writer` object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Writer {
     pub pid: u32,
     pub ppid: u32,

@@ -92,12 +92,42 @@ fn check_schema(payload: &serde_json::Value) {
             serde_json::Value::Object(_) => "object",
         };
         assert!(types.contains(&actual), "{name}: {actual} not in {types:?}");
+        if actual == "object" {
+            check_object(name, value, spec);
+        }
         if let Some(allowed) = spec["enum"].as_array() {
             assert!(
                 allowed.contains(value),
                 "{name}: {value} not in {allowed:?}"
             );
         }
+    }
+}
+
+/// An object field against its schema: exactly the required members, each of its type.
+fn check_object(name: &str, value: &serde_json::Value, spec: &serde_json::Value) {
+    let obj = value.as_object().expect("object");
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no required list"))
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    let mut members: Vec<&str> = obj.keys().map(String::as_str).collect();
+    members.sort_unstable();
+    let mut want = required.clone();
+    want.sort_unstable();
+    assert_eq!(members, want, "{name}: members");
+    for (member, v) in obj {
+        let types = &spec["properties"][member]["type"];
+        let ok = match v {
+            serde_json::Value::Null => types.to_string().contains("\"null\""),
+            serde_json::Value::Bool(_) => types.to_string().contains("boolean"),
+            serde_json::Value::Number(_) => types.to_string().contains("integer"),
+            serde_json::Value::String(_) => types.to_string().contains("string"),
+            _ => false,
+        };
+        assert!(ok, "{name}.{member}: {v} is not {types}");
     }
 }
 
@@ -173,7 +203,7 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
 #[test]
 fn every_report_kind_fits_the_schema() {
     let rx = Receiver::start(&[]);
-    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost persisted-conflict persisted-conflict-gone hazard"
+    let all = "drift-restored drift-alerted restore-failed recovered flapping flapping-ended key-unavailable key-available config-reloaded reload-failed events-lost output-lost persisted-conflict persisted-conflict-gone hazard write-replaced write-seen hook-attached prevent-unavailable"
         .split(' ')
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
@@ -258,6 +288,28 @@ fn every_report_kind_fits_the_schema() {
             hazard: "\"ip-forward\": false".into(),
             fix: "remove it".into(),
         },
+        Report::WriteReplaced {
+            key: key(),
+            want: Value::new("1"),
+            writer: Box::new(network_sysctl(true)),
+        },
+        Report::WriteSeen {
+            key: key(),
+            want: Value::new("1"),
+            action: Action::Restore,
+            writer: Box::new(network_sysctl(false)),
+        },
+        Report::HookAttached {
+            cgroup: "/sys/fs/cgroup".into(),
+            netns: 4026531840,
+            prevent: 1,
+            audit: 0,
+        },
+        Report::PreventUnavailable {
+            keys: vec![key()],
+            error: "needs CAP_BPF".into(),
+            writers_named: false,
+        },
     ];
     for r in &reports {
         emit(&mut sinks, r);
@@ -271,7 +323,7 @@ fn every_report_kind_fits_the_schema() {
             v["event"].as_str().expect("event").to_owned()
         })
         .collect();
-    assert_eq!(events.len(), 15, "{events:?}");
+    assert_eq!(events.len(), 19, "{events:?}");
     let persisted = got[12].json();
     assert_eq!(persisted["observed"], "0");
     assert_eq!(
@@ -287,6 +339,39 @@ fn every_report_kind_fits_the_schema() {
     );
     assert_eq!(events[4], "flapping");
     assert_eq!(got[4].json()["count"], 5, "flapping carries its count");
+    // The writer as an object, for the hook's reports and the drift reports it explains.
+    let replaced = got[15].json();
+    assert_eq!(events[15], "write-replaced");
+    assert_eq!(
+        replaced["writer"],
+        serde_json::json!({
+            "pid": 4242, "ppid": 4240, "uid": 0, "comm": "sysctl", "parent_comm": "network",
+            "cgroup": "/system.slice/network.service", "unit": "network.service",
+            "container": null, "written": "0\\n", "replaced": true
+        })
+    );
+    assert_eq!(got[16].json()["writer"]["replaced"], false);
+    assert_eq!(
+        got[2].json()["writer"]["pid"],
+        4242,
+        "restore-failed's cause"
+    );
+    assert_eq!(got[0].json()["writer"], serde_json::Value::Null);
+}
+
+fn network_sysctl(replaced: bool) -> Writer {
+    Writer {
+        pid: 4242,
+        ppid: 4240,
+        uid: 0,
+        comm: "sysctl".into(),
+        parent_comm: Some("network".into()),
+        cgroup: Some("/system.slice/network.service".into()),
+        unit: Some("network.service".into()),
+        container: None,
+        written: "0\\n".into(),
+        replaced,
+    }
 }
 
 #[test]

@@ -34,10 +34,11 @@ fn snapshot() -> Snapshot {
             drops: 2,
             failed_restores: 0,
             flapping_episodes: 0,
-            writes_replaced: 0,
+            writes_replaced: 3,
             degradations: Vec::new(),
             wrong,
         }],
+        hook: Some("/sys/fs/cgroup".into()),
         ..Snapshot::default()
     }
 }
@@ -109,6 +110,8 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
         "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 2",
         "fwdguard_alerts_dropped_total{endpoint=\"ops\",reason=\"queue-full\"} 0",
         "fwdguard_alert_queue_length{endpoint=\"ops\"} 0",
+        "fwdguard_writes_replaced_total{key=\"net.ipv4.conf.all.forwarding\"} 3",
+        "fwdguard_bpf_hook_attached 1",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }

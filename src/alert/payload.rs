@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::config::Event;
 use crate::config::Action;
+use crate::observation::{Cause, Writer};
 use crate::report::{Priority, Report};
 
 /// The `version` of the `json` payload. Bumped only for changes that break a consumer
@@ -114,6 +115,8 @@ pub struct JsonPayload {
     pub count: Option<u64>,
     pub error: Option<String>,
     pub cause: Option<String>,
+    /// The process that wrote the key, when the BPF hook saw it.
+    pub writer: Option<Writer>,
     pub time: String,
     pub sent_at: String,
     pub dropped: u64,
@@ -134,6 +137,7 @@ pub struct Details {
     pub error: Option<String>,
     /// Why the key changed, when a source could tell (a service job, a writing process).
     pub cause: Option<String>,
+    pub writer: Option<Writer>,
 }
 
 impl Details {
@@ -144,6 +148,10 @@ impl Details {
         let mut d = Details {
             key: report.key().map(ToString::to_string),
             cause: report.cause().map(ToString::to_string),
+            writer: match report.cause() {
+                Some(Cause::Writer(w)) => Some((**w).clone()),
+                _ => None,
+            },
             ..Self::default()
         };
         match report {
@@ -219,6 +227,7 @@ impl Details {
                 d.wanted = Some(want.to_string());
                 d.action = Some(Action::Prevent.as_str());
                 d.cause = Some(writer.to_string());
+                d.writer = Some((**writer).clone());
             }
             Report::WriteSeen {
                 want,
@@ -229,6 +238,7 @@ impl Details {
                 d.wanted = Some(want.to_string());
                 d.action = Some(action.as_str());
                 d.cause = Some(writer.to_string());
+                d.writer = Some((**writer).clone());
             }
             Report::HookAttached { prevent, audit, .. } => d.count = Some((prevent + audit) as u64),
             Report::PreventUnavailable { error, .. } => d.error = Some(error.clone()),
@@ -267,6 +277,7 @@ pub fn json(
         count: d.count,
         error: d.error,
         cause: d.cause,
+        writer: d.writer,
         time: rfc3339(time),
         sent_at: rfc3339(sent_at),
         dropped,
