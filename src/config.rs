@@ -604,6 +604,7 @@ fn prevent_fits(key: &SysctlKey, want: &Value) -> Result<(), String> {
 }
 
 /// 1-based line and column of byte offset `at`, and that line with a caret under the column.
+/// A line that sets a key whose value may be a secret is shown with the value left out.
 fn locate(text: &str, at: usize) -> (usize, usize, String) {
     let at = at.min(text.len());
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -611,8 +612,26 @@ fn locate(text: &str, at: usize) -> (usize, usize, String) {
     let line = text[..at].matches('\n').count() + 1;
     let column = text[line_start..at].chars().count() + 1;
     let source = &text[line_start..line_end];
-    let excerpt = format!("  {source}\n  {}^", " ".repeat(column - 1));
+    let excerpt = match redacted(source) {
+        Some((shown, value_column)) => format!("  {shown}\n  {}^", " ".repeat(value_column)),
+        None => format!("  {source}\n  {}^", " ".repeat(column - 1)),
+    };
     (line, column, excerpt)
+}
+
+/// Keys whose values may hold secrets: a Slack or Alertmanager URL can be its own token, and
+/// header values carry credentials. Errors must not copy them into a terminal or the journal.
+const SECRET_KEYS: [&str; 2] = ["url", "headers"];
+
+/// `url = <redacted>` for a line that sets one of [`SECRET_KEYS`], with the value's column.
+fn redacted(source: &str) -> Option<(String, usize)> {
+    let (key, _) = source.split_once('=')?;
+    let name = key.trim().trim_matches(['"', '\'']);
+    if !SECRET_KEYS.contains(&name) {
+        return None;
+    }
+    let key = key.trim_end();
+    Some((format!("{key} = <redacted>"), key.chars().count() + 3))
 }
 
 #[cfg(test)]
@@ -821,6 +840,40 @@ action = "alert"
                 "for {text:?}\n  got:  {got}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn errors_never_echo_a_url_or_header_value() {
+        let guard = "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\n";
+        for (webhook, at) in [
+            (
+                "url = \"ftp://hooks.example/T0/SECRET\"\nformat = \"json\"",
+                "5:7",
+            ),
+            (
+                "url = \"https://x/SECRET\"\nheaders = { Authorization = \"Bearer SECRET\", X = 5 }",
+                "6:50",
+            ),
+            (
+                "\"url\" = \"https://hooks.example/SECRET\"\nurl-file = \"/x\"\nformat = \"json\"",
+                "5:9",
+            ),
+        ] {
+            let text = format!("{guard}[[webhook]]\n{webhook}\n");
+            let e = Config::parse(&text, Path::new("f.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("SECRET"), "{e}");
+            assert!(e.starts_with(&format!("f.toml:{at}: ")), "{e}");
+            assert!(e.contains(" = <redacted>\n"), "{e}");
+        }
+        // Other lines are shown as they are.
+        let e = Config::parse(
+            "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"yes\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("  value = \"yes\"\n"), "{e}");
     }
 
     #[test]
