@@ -305,7 +305,9 @@ impl GuardState {
             }
             Ok(v) => (
                 format!(
-                    "the write did not stick: it reads {v} afterwards, {} times in a row",
+                    "the write did not stick: it read {v} right after each of {} writes in a row \
+                     (another writer keeps setting it, or the kernel ignores the value); \
+                     restoring goes on at every change",
                     self.contested + 1
                 ),
                 true,
@@ -620,7 +622,7 @@ mod tests {
             [Report::RestoreFailed { error, .. }] => {
                 assert_eq!(
                     error,
-                    "the write did not stick: it reads 0 afterwards, 4 times in a row"
+                    "the write did not stick: it read 0 right after each of 4 writes in a row (another writer keeps setting it, or the kernel ignores the value); restoring goes on at every change"
                 )
             }
             other => panic!("{other:?}"),

@@ -548,8 +548,11 @@ fn a_writer_that_drops_the_knob_after_every_restore_does_not_win() {
                 "fwdguard kept restoring during the fight: {drops} drops\n{}",
                 d.stderr()
             );
+            // Idle, it is back within a millisecond. The bound leaves room for a loaded CI
+            // machine, and still fails a backoff that let the writer's last 0 stand: by the
+            // end of a 1 s fight that backoff has doubled past 800 ms.
             assert!(
-                stopped.elapsed() < Duration::from_millis(100),
+                stopped.elapsed() < Duration::from_millis(500),
                 "no backoff after a contested restore: back only after {took:?}\n{}",
                 d.stderr()
             );
