@@ -1515,4 +1515,75 @@ mod tests {
         );
         assert_eq!(g.knobs.value(), "0", "alert still in force");
     }
+
+    /// With `-c`, each way the file in force can go bad at a reload: the running configuration
+    /// stays, and the reload ends at once (a FIFO used to hang the loop in `open()`).
+    #[tokio::test(start_paused = true)]
+    async fn reload_with_c_keeps_the_running_config_whatever_replaced_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fwdguard.toml");
+        let text =
+            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n";
+        std::fs::write(&path, text).expect("config");
+        let config = Config::load(&path).expect("valid");
+        let setup = Setup::new(
+            config.clone(),
+            Some(path.clone()),
+            Box::new(Collect::default()),
+        );
+        let io = Io {
+            events: None,
+            requests: None,
+            netlink_error: None,
+            files: FileWatch::new().expect("inotify"),
+            notifier: Notifier::with(None),
+            watchdog: None,
+            hook: None,
+        };
+        let mut g = Guardian::start(setup, FakeKnobs::new("0"), io).await;
+        let replace = |what: &str| {
+            let _ = std::fs::remove_file(&path);
+            match what {
+                "gone" => {}
+                "dangling symlink" => {
+                    std::os::unix::fs::symlink(dir.path().join("nowhere"), &path).expect("ln")
+                }
+                "fifo" => nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("fifo"),
+                "over 1 MiB" => {
+                    std::fs::write(&path, format!("{text}#{}\n", "x".repeat(1 << 20))).expect("big")
+                }
+                // Root reads a mode 000 file anyway: a directory cannot be read by anyone.
+                "a directory" => std::fs::create_dir(&path).expect("dir"),
+                _ => unreachable!(),
+            }
+        };
+        for what in [
+            "gone",
+            "dangling symlink",
+            "fifo",
+            "over 1 MiB",
+            "a directory",
+        ] {
+            replace(what);
+            let started = std::time::Instant::now();
+            g.reload();
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{what}: reload hung"
+            );
+            assert_eq!(
+                g.config, config,
+                "{what}: the running configuration changed"
+            );
+            assert!(g.reload_error.is_some(), "{what}: no reload error kept");
+            assert_eq!(g.knobs.value(), "0", "{what}: alert no longer in force");
+            let _ = std::fs::remove_dir(&path);
+        }
+        // And a good file again is taken.
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, text.replace("alert", "restore")).expect("config");
+        g.reload();
+        assert_eq!(g.reload_error, None);
+        assert_ne!(g.config, config);
+    }
 }
