@@ -229,13 +229,49 @@ fn alert_reports_the_drop_and_the_build_fails_as_without() {
     else {
         return;
     };
-    w.fwdguard("alert");
+    // The alert also goes to a webhook: a receiver in the world's network namespace.
+    let rx = w.in_netns(|| common::receiver::Receiver::start(&[]));
+    w.fwdguard_with(
+        "alert",
+        &format!(
+            "\n[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
+            rx.url("/alerts")
+        ),
+    );
     w.network_stop();
     w.guard().wait_stderr(
         "net.ipv4.conf.all.forwarding is 0, want 1; action is alert, not changing it",
         SECOND,
     );
     assert_eq!(w.forwarding(), "0", "alert must not write");
+    let start = Instant::now();
+    let alert = loop {
+        let got = rx.requests().into_iter().map(|r| r.json());
+        if let Some(alert) = got.clone().find(|j| j["event"] == "drift-alerted") {
+            break alert;
+        }
+        assert!(
+            start.elapsed() < 5 * SECOND,
+            "no drift-alerted webhook within 5 s, got: {:?}",
+            got.collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (
+            &alert["key"],
+            &alert["observed"],
+            &alert["wanted"],
+            &alert["priority"]
+        ),
+        (
+            &serde_json::json!("net.ipv4.conf.all.forwarding"),
+            &serde_json::json!("0"),
+            &serde_json::json!("1"),
+            &serde_json::json!("err")
+        ),
+        "{alert}"
+    );
 
     assert_build_fails_with_warning(&w);
 }

@@ -296,19 +296,37 @@ impl World {
     /// `fwdguard run -c FILE` in the world with `action` on `net.ipv4.conf.all.forwarding`,
     /// once it has told its service manager it is ready.
     pub fn fwdguard(&mut self, action: &str) {
-        self.start_fwdguard(action, |_| {});
+        self.start_fwdguard(action, "", |_| {});
+    }
+
+    /// [`World::fwdguard`] with more configuration after the guard (a `[[webhook]]`).
+    pub fn fwdguard_with(&mut self, action: &str, more: &str) {
+        self.start_fwdguard(action, more, |_| {});
+    }
+
+    /// Runs `f` on a thread in the world's network namespace: a socket it makes (a webhook
+    /// receiver's listener) lives there, where fwdguard can reach it on 127.0.0.1.
+    pub fn in_netns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.init)).expect("world netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in the world's netns")
     }
 
     /// `fwdguard run` with `action`, its BPF hook attached to `cgroup` (not the root).
     pub fn fwdguard_attached(&mut self, action: &str, cgroup: &Path) {
-        self.start_fwdguard(action, |cmd| {
+        self.start_fwdguard(action, "", |cmd| {
             cmd.env(fwdguard::bpf::ATTACH_ENV, cgroup);
         });
     }
 
-    fn start_fwdguard(&mut self, action: &str, adjust: impl FnOnce(&mut Command)) {
+    fn start_fwdguard(&mut self, action: &str, more: &str, adjust: impl FnOnce(&mut Command)) {
         let wrapper = ["nsenter", "-t", &self.init, "-n", "-m", "-p", "--"];
-        let d = Daemon::start_under(&wrapper, &forwarding_config(action), |cmd, _| adjust(cmd));
+        let config = forwarding_config(action) + more;
+        let d = Daemon::start_under(&wrapper, &config, |cmd, _| adjust(cmd));
         self.guards.push(d);
         let d = self.guards.last_mut().expect("just pushed");
         d.wait_notify("READY=1", Duration::from_secs(5));
