@@ -427,6 +427,21 @@ impl Config {
             ));
         }
 
+        if let Some(extra) = raw
+            .guard
+            .iter()
+            .filter(|g| g.get_ref().action == Action::Prevent)
+            .nth(crate::bpf::MAX_PREVENT)
+        {
+            return Err(invalid(
+                Some(extra.get_ref().key.span()),
+                format!(
+                    "more than {} guards with action \"prevent\" (the BPF hook holds that many); use \"restore\" for the rest",
+                    crate::bpf::MAX_PREVENT
+                ),
+            ));
+        }
+
         let mut guards: Vec<Guard> = Vec::with_capacity(raw.guard.len());
         let mut spans: Vec<Range<usize>> = Vec::with_capacity(raw.guard.len());
         for g in raw.guard {
@@ -874,6 +889,30 @@ action = "alert"
         )
         .unwrap_err();
         assert!(e.to_string().contains("  value = \"yes\"\n"), "{e}");
+    }
+
+    #[test]
+    fn prevent_is_limited_to_what_the_hook_holds() {
+        let guards = |n: usize, action: &str| -> String {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "[[guard]]\nkey = \"net.ipv4.conf.v{i}.forwarding\"\nvalue = \"1\"\naction = \"{action}\"\n\n"
+                    )
+                })
+                .collect()
+        };
+        let path = Path::new("f.toml");
+        let ok = guards(crate::bpf::MAX_PREVENT, "prevent")
+            + "[[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = \"1\"\n";
+        Config::parse(&ok, path).expect("500 prevent guards and a restore one");
+        let e = Config::parse(&guards(crate::bpf::MAX_PREVENT + 1, "prevent"), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f.toml:2502:7: more than 500 guards with action \"prevent\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -243,6 +243,35 @@ fn dropping_the_hook_detaches_it_at_once() {
     });
 }
 
+/// As many `prevent` keys as the configuration allows, plus audit keys past what one program
+/// holds: the kernel takes the program (its verifier log would overflow any fixed buffer), and
+/// the last `prevent` key in the table is kept.
+#[test]
+fn the_largest_table_loads_and_prevents() {
+    in_private_netns("the_largest_table_loads_and_prevents", |ns| {
+        let cg = TestCgroup::new("largest");
+        ns.write(IP_FORWARD, "1").expect("write");
+        let mut targets: Vec<Target> = (0..fwdguard::bpf::MAX_PREVENT - 1)
+            .map(|i| target(&format!("net/ipv4/conf/veth{i}/forwarding"), Mode::Prevent))
+            .collect();
+        targets.push(target("net/ipv4/conf/all/forwarding", Mode::Prevent));
+        targets.extend(
+            (0..100).map(|i| target(&format!("net/ipv6/conf/veth{i}/forwarding"), Mode::Audit)),
+        );
+        let (hook, rx) = attach(&cg, &targets, None).expect("hook");
+        let prevented = fwdguard::bpf::MAX_PREVENT;
+        assert!(hook.attachment.covered.contains(&(prevented - 1)));
+        let (pid, code, err) = sh_in(ns, &cg, "exec sysctl -q -w net.ipv4.ip_forward=0", &[]);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(read(IP_FORWARD), "1", "the last prevent key in the table");
+        let a = next_attempt(&rx);
+        assert_eq!(
+            (a.target, a.writer.pid, a.writer.replaced),
+            (prevented - 1, pid, true)
+        );
+    });
+}
+
 /// The probe runs in the guarded namespace itself: it must leave the key it writes as it was,
 /// and leave every other writer of that key alone once it is done.
 #[test]

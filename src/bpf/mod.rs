@@ -111,6 +111,8 @@ pub enum HookError {
     Load { error: io::Error, log: String },
     #[error("cannot attach the BPF program to {path}: {error}{}", hint(error))]
     Attach { path: String, error: io::Error },
+    #[error("cannot build the BPF program: {0}")]
+    Assemble(String),
     #[error("cannot map the BPF ring buffer: {0}")]
     Map(#[source] io::Error),
     #[error("cannot start the hook's event reader: {0}")]
@@ -187,11 +189,20 @@ fn alias(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The program's rules for `targets`, each with the index of its target. Keys whose value is
-/// not one integer or whose name is too long are left out (the restorer still guards them).
+/// The program's rules for `targets`, each with the index of its target: `prevent` keys first,
+/// so that when there are more names than one program holds ([`program::MAX_RULES`]) only
+/// audit keys go unnamed (the configuration allows at most [`MAX_PREVENT`] `prevent` keys).
+/// Keys whose value is not one integer or whose name is too long are left out (the restorer
+/// still guards them).
 fn rules_for(targets: &[Target]) -> Vec<(Rule, usize)> {
     let mut rules: Vec<(Rule, usize)> = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
+    let by_mode = |mode| {
+        targets
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.mode == mode)
+    };
+    for (i, t) in by_mode(Mode::Prevent).chain(by_mode(Mode::Audit)) {
         let Ok(want) = t.want.trim().parse::<i64>() else {
             continue;
         };
@@ -207,8 +218,12 @@ fn rules_for(targets: &[Target]) -> Vec<(Rule, usize)> {
             }
         }
     }
+    rules.truncate(program::MAX_RULES);
     rules
 }
+
+/// Most keys with action `prevent` (each is one name in the program, `ip_forward` two).
+pub const MAX_PREVENT: usize = 500;
 
 /// The network namespace inode of the calling thread (the daemon's: it never changes its own).
 pub fn own_netns() -> io::Result<u32> {
@@ -234,7 +249,7 @@ fn load(spec: &Spec, name: &str, ring_size: u32) -> Result<Loaded, HookError> {
     let insns = {
         use std::os::fd::AsRawFd;
         program::assemble(spec, ring_fd.as_raw_fd())
-            .map_err(|e| HookError::ProbeFailed(e.to_string()))?
+            .map_err(|e| HookError::Assemble(e.to_string()))?
     };
     let prog = sys::prog_load(name, &insns).map_err(|e| HookError::Load {
         error: e.error,
@@ -343,6 +358,7 @@ impl Hook {
         let stop = Arc::new(AtomicBool::new(false));
         let names: Vec<(String, usize)> = rules.iter().map(|(r, i)| (r.name.clone(), *i)).collect();
         let mut covered: Vec<usize> = names.iter().map(|(_, i)| *i).collect();
+        covered.sort_unstable();
         covered.dedup();
         // Ids resolve against the whole hierarchy, even when attached lower. A private mount's
         // path is /proc/self/fd/N: its descriptor is kept as long as the reader runs.
@@ -642,6 +658,21 @@ mod tests {
             target("net/ipv4/conf/all/forwarding", "1"),
         ]);
         assert_eq!(rules.len(), 2);
+    }
+
+    #[test]
+    fn prevent_keys_come_first_and_the_table_is_capped() {
+        let mut targets: Vec<Target> = (0..600)
+            .map(|i| Target {
+                mode: Mode::Audit,
+                ..target(&format!("net/ipv4/conf/a{i}/forwarding"), "1")
+            })
+            .collect();
+        targets.push(target("net/ipv6/conf/all/forwarding", "1"));
+        let rules = rules_for(&targets);
+        assert_eq!(rules.len(), program::MAX_RULES);
+        assert_eq!((rules[0].0.mode, rules[0].1), (Mode::Prevent, 600));
+        assert!(rules[1..].iter().all(|(r, _)| r.mode == Mode::Audit));
     }
 
     #[test]

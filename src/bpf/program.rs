@@ -40,8 +40,10 @@
 //! - A failed kernel read leaves zeros (the helper clears its buffer), so a writer whose
 //!   namespace cannot be read compares as "another netns" and is left alone.
 //! - Helper numbers are the stable `enum bpf_func_id` values; the ring buffer map needs 5.8.
-//! - `r6` keeps the context, `r7` the name length and then the value length, `r8` the task:
-//!   `r1`-`r5` are clobbered by every call.
+//! - `r6` keeps the context, `r7` the name length and then the value length, `r8` the task,
+//!   `r9` the matched rule and then a `struct pid`: `r1`-`r5` are clobbered by every call.
+//! - Jumps have 16-bit offsets: the per-name table stays small (the event is zeroed once, after
+//!   the match) and holds at most [`MAX_RULES`] names.
 
 use super::asm::{
     Alu, Asm, Cond, FP, Insn, R0, R1, R2, R3, R4, R6, R7, R8, R9, Size, UnboundLabel,
@@ -61,6 +63,9 @@ const RINGBUF_OUTPUT: i32 = 130;
 
 /// Longest `/proc/sys`-relative name the program can match (the buffer holds a NUL too).
 pub const NAME_MAX: usize = 63;
+/// Most names one program matches: at most ~52 instructions each, so every jump across the
+/// table stays within the 16-bit offset of a BPF jump (32 767 instructions).
+pub const MAX_RULES: usize = 512;
 /// Bytes of the new value the program sees, and the longest replacement it writes.
 pub const VALUE_MAX: usize = 32;
 
@@ -211,11 +216,8 @@ pub fn assemble(spec: &Spec, events: i32) -> Result<Vec<Insn>, UnboundLabel> {
                 .ld_imm64(R2, word(name, 8 * i))
                 .jump_reg(Cond::Ne, R1, R2, next);
         }
-        // Rule k: zero the event, note the rule, its value and its replacement.
-        for i in 0..layout::SIZE / 8 {
-            a.store_imm(Size::DW, FP, EVT + 8 * i, 0);
-        }
-        a.store_imm(Size::W, FP, EVT + layout::RULE, k as i32)
+        // Rule k: note it (in r9 until the event is zeroed), its value and its replacement.
+        a.mov_imm(R9, k as i32)
             .ld_imm64(R1, rule.want as u64)
             .store_reg(Size::DW, FP, WANT, R1)
             .store_imm(Size::DW, FP, WANT_LEN, rule.want_text.len() as i32)
@@ -232,6 +234,10 @@ pub fn assemble(spec: &Spec, events: i32) -> Result<Vec<Insn>, UnboundLabel> {
 
     // The writer's network namespace: task->nsproxy->net_ns->ns.inum.
     a.bind(matched);
+    for i in 0..layout::SIZE / 8 {
+        a.store_imm(Size::DW, FP, EVT + 8 * i, 0);
+    }
+    a.store_reg(Size::W, FP, EVT + layout::RULE, R9);
     a.call(GET_CURRENT_TASK).mov_reg(R8, R0);
     read_kernel(&mut a, TMP, 8, R8, o.nsproxy);
     a.load(Size::DW, R3, FP, TMP);
@@ -509,6 +515,21 @@ mod tests {
             writer_comm: None,
             fault: None,
         }
+    }
+
+    #[test]
+    fn the_most_rules_with_the_longest_names_still_assemble() {
+        let mut s = spec(Mode::Prevent);
+        s.rules = (0..MAX_RULES)
+            .map(|i| Rule {
+                name: format!("{i:0>63}"),
+                want: 1,
+                want_text: "1".into(),
+                mode: Mode::Prevent,
+            })
+            .collect();
+        let insns = assemble(&s, 3).expect("every jump within range");
+        assert!(insns.len() < 32_767, "{}", insns.len());
     }
 
     #[test]

@@ -110,27 +110,35 @@ pub struct LoadError {
 pub fn prog_load(name: &str, insns: &[Insn]) -> Result<OwnedFd, LoadError> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
     let license: &CStr = c"GPL";
-    let mut log = vec![0u8; 256 * 1024];
     let mut attr = ProgLoad {
         prog_type: BPF_PROG_TYPE_CGROUP_SYSCTL,
         insn_cnt: insns.len() as u32,
         insns: code.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
         prog_name: name16(name),
         expected_attach_type: BPF_CGROUP_SYSCTL,
         ..Default::default()
     };
-    // `code`, `license` and `log` outlive the call; the kernel writes at most `log_size` bytes.
-    let result = bpf(BPF_PROG_LOAD, &mut attr);
-    result.map_err(|error| {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        LoadError {
-            error,
-            log: String::from_utf8_lossy(&log[..end]).into_owned(),
-        }
+    // Without a log first: the verifier's trace of a large program overflows any fixed buffer
+    // (ENOSPC, which would fail a good program), and costs time at every start. Only a refused
+    // program is loaded again with a log, to say why; the first error is the one reported.
+    // `code` and `license` outlive the calls.
+    let error = match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => return Ok(fd),
+        Err(error) => error,
+    };
+    let mut log = vec![0u8; 256 * 1024];
+    attr.log_level = 1;
+    attr.log_size = log.len() as u32;
+    attr.log_buf = log.as_mut_ptr() as u64;
+    // The kernel writes at most `log_size` bytes into `log`, which outlives the call.
+    if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+        return Ok(fd);
+    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    Err(LoadError {
+        error,
+        log: String::from_utf8_lossy(&log[..end]).into_owned(),
     })
 }
 
