@@ -74,8 +74,17 @@ impl Root {
     /// A private mount of the cgroup2 hierarchy, attached nowhere and seen by nobody else
     /// (`fsopen`/`fsmount`, 5.2+); it goes away with its descriptor.
     pub fn find_private() -> io::Result<Self> {
-        let dir = sys::cgroup2_detached_mount()
-            .map_err(|e| io::Error::new(e.kind(), format!("mount cgroup2 privately: {e}")))?;
+        let dir = sys::cgroup2_detached_mount().map_err(|e| {
+            let hint = match e.raw_os_error() {
+                // The packaged unit denies @mount and CAP_SYS_ADMIN; its BPF drop-in does not
+                // grant them either.
+                Some(libc::EPERM) => {
+                    " (no cgroup2 mounted, as on a cgroup v1-only host: mounting it takes CAP_SYS_ADMIN and the mount system calls)"
+                }
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("mount cgroup2 privately: {e}{hint}"))
+        })?;
         let path = PathBuf::from(format!("/proc/self/fd/{}", {
             use std::os::fd::AsRawFd;
             dir.as_raw_fd()
