@@ -483,9 +483,10 @@ fn spawn_reader(
                         ),
                         None => (e.pid, e.ppid),
                     };
-                    let parent_comm = match e.parent_comm.is_empty() {
-                        true => read_comm(ppid),
-                        false => Some(e.parent_comm),
+                    let parent_comm = if e.parent_comm.is_empty() {
+                        read_comm(ppid)
+                    } else {
+                        Some(e.parent_comm)
                     };
                     let writer = Writer {
                         parent_comm,
