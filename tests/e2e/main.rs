@@ -565,7 +565,7 @@ fn prevent_keeps_forwarding_on_through_a_centos_network_restart() {
     );
     wait(&c, "ip_forward at 1", || ip_forward(&c) == "1");
 
-    // The service still runs as its own user, with exactly the three capabilities.
+    // The drop-in adds exactly two capabilities to the unit's one.
     let status = c.ok(&format!("cat /proc/{}/status", main_pid(&c)));
     // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
     assert!(
