@@ -645,30 +645,43 @@ impl<K: Knobs> Guardian<K> {
     }
 
     /// An observation another task sent in. A write the BPF hook saw is reported with its
-    /// writer first; then the key is checked as after any event.
+    /// writer first, unless the key is flapping (then the episode's reports stand for it);
+    /// then the key is checked as after any event.
     fn on_observation(&mut self, observation: Observation) {
         tracing::debug!(?observation, "observation");
         for id in self.routes.resolve(&observation.scope) {
             if let (Some(Cause::Writer(writer)), Some(g)) =
                 (&observation.cause, self.guards.get_mut(&id))
             {
-                let guard = &g.state.guard;
-                let report = if writer.replaced {
+                let mut reports = Vec::new();
+                if writer.replaced {
                     g.writes_replaced += 1;
-                    Report::WriteReplaced {
-                        key: guard.key.clone(),
-                        want: guard.want.clone(),
-                        writer: writer.clone(),
-                    }
-                } else {
-                    Report::WriteSeen {
-                        key: guard.key.clone(),
-                        want: guard.want.clone(),
-                        action: guard.action,
-                        writer: writer.clone(),
-                    }
-                };
-                self.emit(report);
+                }
+                if g.state
+                    .write_seen(writer.replaced, Instant::now(), &mut reports)
+                {
+                    let guard = &g.state.guard;
+                    reports.insert(
+                        0,
+                        if writer.replaced {
+                            Report::WriteReplaced {
+                                key: guard.key.clone(),
+                                want: guard.want.clone(),
+                                writer: writer.clone(),
+                            }
+                        } else {
+                            Report::WriteSeen {
+                                key: guard.key.clone(),
+                                want: guard.want.clone(),
+                                action: guard.action,
+                                writer: writer.clone(),
+                            }
+                        },
+                    );
+                }
+                for r in reports {
+                    self.emit(r);
+                }
             }
             self.reconcile(id, &observation);
         }

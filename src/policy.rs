@@ -349,8 +349,24 @@ impl GuardState {
         }
     }
 
+    /// A write the BPF hook saw for this key (`replaced` for `prevent`): whether it gets a
+    /// report of its own. A key written over and over is flapping just as one knocked down
+    /// over and over: replaced writes count toward the same episode (not as drops), which is
+    /// reported once and ends with its total, and while it lasts no single write is reported.
+    pub fn write_seen(&mut self, replaced: bool, now: Instant, reports: &mut Vec<Report>) -> bool {
+        if replaced {
+            self.count_change(now, reports);
+        }
+        self.episode.is_none()
+    }
+
     fn count_drop(&mut self, now: Instant, reports: &mut Vec<Report>) {
         self.drops += 1;
+        self.count_change(now, reports);
+    }
+
+    /// One more change (a drop, or a write replaced by the hook) toward a flapping episode.
+    fn count_change(&mut self, now: Instant, reports: &mut Vec<Report>) {
         let window = self.flapping.window;
         while self
             .recent_drops
@@ -405,6 +421,7 @@ impl GuardState {
         {
             reports.push(Report::FlappingEnded {
                 key: self.guard.key.clone(),
+                action: self.guard.action,
                 drops: e.drops,
                 lasted: last.saturating_duration_since(e.since),
             });
@@ -697,6 +714,49 @@ mod tests {
             names(&g.restored(v("1"), Trigger::Netconf, None, now).reports),
             ["restored"]
         );
+    }
+
+    #[test]
+    fn replaced_writes_in_a_storm_are_one_flapping_episode_not_drops() {
+        let mut g = guard(Action::Prevent);
+        let t0 = Instant::now();
+        g.observe(v("1"), Trigger::Startup, None, t0);
+        let mut now = t0;
+        let mut own = 0;
+        let mut reports = Vec::new();
+        for _ in 0..1000 {
+            now += Duration::from_millis(1);
+            own += u32::from(g.write_seen(true, now, &mut reports));
+        }
+        assert_eq!(
+            own, 2,
+            "writes before the threshold are reported one by one"
+        );
+        assert_eq!(names(&reports), ["flapping"]);
+        assert!(
+            reports[0]
+                .to_string()
+                .contains("written or knocked down 3 times within 10s; still keeping it"),
+            "{}",
+            reports[0]
+        );
+        assert_eq!((g.drops, g.flapping_episodes), (0, 1), "no drop happened");
+        // An audit write (the key moves, and its drop is counted by observe) adds nothing.
+        assert!(!g.write_seen(false, now, &mut reports));
+        assert_eq!(reports.len(), 1);
+
+        let calm = g.next_deadline().expect("episode end scheduled");
+        assert_eq!(calm, now + Duration::from_secs(10));
+        reports.clear();
+        g.tick(calm, &mut reports);
+        match &reports[..] {
+            [r @ Report::FlappingEnded { drops: 1000, .. }] => assert!(
+                r.to_string().contains("1000 replaced writes and drops"),
+                "{r}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(g.write_seen(true, calm + Duration::from_secs(1), &mut reports));
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,6 +77,8 @@ pub enum Report {
     /// A flapping key has been quiet for a whole window.
     FlappingEnded {
         key: SysctlKey,
+        action: Action,
+        /// Drops, and writes the hook replaced (`prevent`).
         drops: u64,
         lasted: Duration,
     },
@@ -351,7 +353,13 @@ impl Report {
                 f.push(("FWDGUARD_COUNT", drops.to_string()));
                 f.push(("FWDGUARD_WINDOW_USEC", window.as_micros().to_string()));
             }
-            Report::FlappingEnded { drops, lasted, .. } => {
+            Report::FlappingEnded {
+                action,
+                drops,
+                lasted,
+                ..
+            } => {
+                f.push(("FWDGUARD_ACTION", action.as_str().into()));
                 f.push(("FWDGUARD_COUNT", drops.to_string()));
                 f.push(("FWDGUARD_LASTED_USEC", lasted.as_micros().to_string()));
             }
@@ -544,18 +552,36 @@ impl Report {
                 action,
                 drops,
                 window,
+            } => match action {
+                Action::Prevent => write!(
+                    f,
+                    "{key} is flapping: written or knocked down {drops} times within {}; still keeping it, single writes and drops not reported until it calms down",
+                    humantime::format_duration(*window),
+                ),
+                Action::Restore | Action::Alert => write!(
+                    f,
+                    "{key} is flapping: knocked down {drops} times within {}; still {}, single drops not reported until it calms down",
+                    humantime::format_duration(*window),
+                    if *action == Action::Alert {
+                        "alerting"
+                    } else {
+                        "restoring"
+                    }
+                ),
+            },
+            Report::FlappingEnded {
+                key,
+                action,
+                drops,
+                lasted,
             } => write!(
                 f,
-                "{key} is flapping: knocked down {drops} times within {}; still {}, single drops not reported until it calms down",
-                humantime::format_duration(*window),
-                match action {
-                    Action::Restore | Action::Prevent => "restoring",
-                    Action::Alert => "alerting",
-                }
-            ),
-            Report::FlappingEnded { key, drops, lasted } => write!(
-                f,
-                "{key} stopped flapping: {drops} drops in {}",
+                "{key} stopped flapping: {drops} {} in {}",
+                if *action == Action::Prevent {
+                    "replaced writes and drops"
+                } else {
+                    "drops"
+                },
                 human(*lasted)
             ),
             Report::KeyUnavailable { key, error } => {

@@ -257,6 +257,7 @@ fn every_report_kind_fits_the_schema() {
         },
         Report::FlappingEnded {
             key: key(),
+            action: Action::Restore,
             drops: 812,
             lasted: Duration::from_secs(4),
         },

@@ -464,6 +464,7 @@ mod tests {
         a.apply(
             &Notice::Report(Report::FlappingEnded {
                 key: key(),
+                action: Action::Restore,
                 drops: 812,
                 lasted: Duration::from_secs(20),
             }),

@@ -210,7 +210,10 @@ impl Details {
                 d.action = Some(action.as_str());
                 d.count = Some(u64::from(*drops));
             }
-            Report::FlappingEnded { drops, .. } => d.count = Some(*drops),
+            Report::FlappingEnded { action, drops, .. } => {
+                d.action = Some(action.as_str());
+                d.count = Some(*drops);
+            }
             Report::KeyUnavailable { error, .. } => d.error = Some(error.clone()),
             Report::KeyAvailable { value, .. } => d.observed = Some(value.to_string()),
             Report::ConfigReloaded { guards, .. } => d.count = Some(*guards as u64),

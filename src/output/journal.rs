@@ -275,6 +275,7 @@ mod tests {
         let mut journal = Journal(JournalSocket::open(&path).expect("open"));
         let report = Report::FlappingEnded {
             key: crate::key::SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            action: crate::config::Action::Restore,
             drops: 7,
             lasted: Duration::from_secs(3),
         };
