@@ -206,7 +206,10 @@ pub async fn run_with<K: Knobs>(
     let mut written = Vec::new();
     let mut link_dump: Option<LinkDump> = None;
 
-    let status = g.build_snapshot().status_line();
+    let snapshot = g.build_snapshot();
+    let status = snapshot.status_line();
+    // Readers of the state (the metrics) have it before the service manager hears READY=1.
+    g.snapshot.send_replace(snapshot);
     g.notifier.ready(&status);
     g.publish();
     tracing::info!("ready: {status}");
@@ -308,8 +311,6 @@ struct Guarded<N> {
     /// Opening for writing was refused just now, while opening to read: the restore that
     /// follows reports it rather than asking the kernel again.
     refused: Option<SysctlError>,
-    /// Writes the BPF hook replaced.
-    writes_replaced: u64,
 }
 
 /// The guarded keys and everything needed to keep them right.
@@ -438,7 +439,6 @@ impl<K: Knobs> Guardian<K> {
                     writable: false,
                     no_watch: None,
                     refused: None,
-                    writes_replaced: 0,
                 },
             );
         }
@@ -654,9 +654,6 @@ impl<K: Knobs> Guardian<K> {
                 (&observation.cause, self.guards.get_mut(&id))
             {
                 let mut reports = Vec::new();
-                if writer.replaced {
-                    g.writes_replaced += 1;
-                }
                 if g.state
                     .write_seen(writer.replaced, Instant::now(), &mut reports)
                 {
@@ -945,7 +942,7 @@ impl<K: Knobs> Guardian<K> {
                     drops: g.state.drops,
                     failed_restores: g.state.failed_restores,
                     flapping_episodes: g.state.flapping_episodes,
-                    writes_replaced: g.writes_replaced,
+                    writes_replaced: g.state.writes_replaced,
                     degradations,
                     wrong: g.state.wrong.clone(),
                 }

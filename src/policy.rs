@@ -92,6 +92,8 @@ pub struct GuardState {
     /// Restores that failed (refused, or lost to another writer every time).
     pub failed_restores: u64,
     pub flapping_episodes: u64,
+    /// Writes the BPF hook replaced (`prevent`): drops that never happened.
+    pub writes_replaced: u64,
     /// How long the key was wrong, each time it came back (restored or recovered).
     pub wrong: WrongTime,
 }
@@ -110,6 +112,7 @@ impl GuardState {
             drops: 0,
             failed_restores: 0,
             flapping_episodes: 0,
+            writes_replaced: 0,
             wrong: WrongTime::default(),
         }
     }
@@ -124,6 +127,7 @@ impl GuardState {
             self.drops = old.drops;
             self.failed_restores = old.failed_restores;
             self.flapping_episodes = old.flapping_episodes;
+            self.writes_replaced = old.writes_replaced;
             self.wrong = old.wrong;
             if old.guard.want == self.guard.want && old.guard.action == self.guard.action {
                 self.failing = old.failing;
@@ -355,6 +359,7 @@ impl GuardState {
     /// reported once and ends with its total, and while it lasts no single write is reported.
     pub fn write_seen(&mut self, replaced: bool, now: Instant, reports: &mut Vec<Report>) -> bool {
         if replaced {
+            self.writes_replaced += 1;
             self.count_change(now, reports);
         }
         self.episode.is_none()
@@ -757,6 +762,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(g.write_seen(true, calm + Duration::from_secs(1), &mut reports));
+        assert_eq!(g.writes_replaced, 1001);
+        // A reload keeps the count (a Prometheus counter never goes back).
+        let mut reloaded = guard(Action::Prevent);
+        reloaded.carry_over(g);
+        assert_eq!(reloaded.writes_replaced, 1001);
     }
 
     #[tokio::test(start_paused = true)]

@@ -145,3 +145,30 @@ fn no_bus_is_reported_and_retried() {
         }
     }
 }
+
+/// A bus that accepts the connection and then never says a word: said, and retried, not a
+/// silent hang in the handshake.
+#[test]
+fn a_bus_that_never_answers_is_reported_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("silent-bus");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    // Accepts every connection and keeps it open, unanswered, until the test ends.
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = listener.accept() {
+            open.push(conn);
+        }
+    });
+    let rt = runtime();
+    let (tx, mut rx) = mpsc::channel(16);
+    rt.spawn(watch(
+        Bus::Address(format!("unix:path={}", path.display())),
+        vec!["network.service".into()],
+        tx,
+    ));
+    match next(&mut rx, &rt) {
+        JobEvent::Lost { error } => assert_eq!(error, "the system bus did not answer within 5s"),
+        other => panic!("want Lost, got {other:?}"),
+    }
+}

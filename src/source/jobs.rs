@@ -28,6 +28,10 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long to wait for a job's type before reporting it without one.
 const JOB_TYPE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long connecting, authenticating and subscribing may take. zbus's method timeout does
+/// not cover the handshake: a bus that accepts and never answers would hang it for good,
+/// silently.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -108,30 +112,42 @@ async fn session(
     tx: &mpsc::Sender<JobEvent>,
     connected: &mut bool,
 ) -> Result<(), String> {
-    let builder = match bus {
-        Bus::System => zbus::connection::Builder::system(),
-        Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    let setup = async {
+        let builder = match bus {
+            Bus::System => zbus::connection::Builder::system(),
+            Bus::Address(a) => zbus::connection::Builder::address(a.as_str()),
+        };
+        let conn = builder
+            .method_timeout(SETUP_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+        let manager = ManagerProxy::new(&conn).await.map_err(|e| e.to_string())?;
+        let new = manager.receive_job_new().await.map_err(|e| e.to_string())?;
+        let removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| e.to_string())?;
+        let owner = manager
+            .inner()
+            .receive_owner_changed()
+            .await
+            .map_err(|e| e.to_string())?;
+        manager
+            .subscribe()
+            .await
+            .map_err(|e| format!("systemd's Subscribe() failed (is systemd running?): {e}"))?;
+        Ok::<_, String>((conn, manager, new, removed, owner))
     };
-    let conn = builder
-        .method_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-    let manager = ManagerProxy::new(&conn).await.map_err(|e| e.to_string())?;
-    let mut new = manager.receive_job_new().await.map_err(|e| e.to_string())?;
-    let mut removed = manager
-        .receive_job_removed()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut owner = manager
-        .inner()
-        .receive_owner_changed()
-        .await
-        .map_err(|e| e.to_string())?;
-    manager
-        .subscribe()
-        .await
-        .map_err(|e| format!("systemd's Subscribe() failed (is systemd running?): {e}"))?;
+    let (conn, manager, mut new, mut removed, mut owner) =
+        tokio::time::timeout(SETUP_TIMEOUT, setup)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the system bus did not answer within {}s",
+                    SETUP_TIMEOUT.as_secs()
+                )
+            })??;
     tracing::info!(
         units = units.join(" "),
         "watching systemd jobs of {} units over D-Bus",
