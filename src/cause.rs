@@ -80,10 +80,6 @@ impl ServiceJobs {
         }
     }
 
-    pub fn set_window(&mut self, window: Duration) {
-        self.window = window;
-    }
-
     /// Records an event; returns the finished job when it is one (a trigger to re-check).
     pub fn record(&mut self, event: &JobEvent, now: Instant) -> Option<JobCause> {
         self.expire(now);

@@ -36,7 +36,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Read every guarded key once: exit 0 if all hold, 2 if any is wrong, 3 if one cannot be read.
+    /// Read every guarded key once: exit 0 if all hold, 1 if one is guarded less well than
+    /// configured (WARNING), 2 if any is wrong, 3 if one cannot be read.
     Check {
         /// Configuration file [default: as for `run`]
         #[arg(short, long, value_name = "FILE")]
@@ -294,19 +295,12 @@ fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
 
 /// Why the BPF hook could not keep the `prevent` keys of `config` here, if it could not.
 fn prevent_unavailable(config: &Config) -> Option<String> {
-    let targets: Vec<crate::bpf::Target> = config
-        .prevented()
-        .map(|g| crate::bpf::Target {
-            name: g.key.proc_name(),
-            want: g.want.to_string(),
-            mode: crate::bpf::Mode::Prevent,
-        })
-        .collect();
+    let targets: Vec<crate::bpf::Target> = config.prevented().map(crate::bpf::Target::of).collect();
     if targets.is_empty() {
         return None;
     }
     if !config.bpf_hook {
-        return Some("bpf-hook = false in the configuration".into());
+        return Some(crate::bpf::HOOK_OFF.into());
     }
     crate::bpf::Options::from_env()
         .and_then(|o| crate::bpf::preflight(&targets, &o).map_err(|e| e.to_string()))

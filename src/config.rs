@@ -607,9 +607,7 @@ fn prevent_fits(key: &SysctlKey, want: &Value) -> Result<(), String> {
             want.as_str()
         ));
     }
-    let path = key.proc_path();
-    let name = path.strip_prefix("/proc/sys").unwrap_or(&path);
-    if name.as_os_str().len() > crate::bpf::program::NAME_MAX + 1 {
+    if key.proc_name().len() > crate::bpf::program::NAME_MAX {
         return Err(format!(
             "{key}: action \"prevent\" works for keys up to {} bytes under /proc/sys; use \"restore\"",
             crate::bpf::program::NAME_MAX

@@ -696,7 +696,7 @@ impl<K: Knobs> Guardian<K> {
             let had = self.hook.hook.take().is_some();
             let prevented: Vec<SysctlKey> =
                 self.config.prevented().map(|g| g.key.clone()).collect();
-            let error = "bpf-hook = false in the configuration".to_owned();
+            let error = bpf::HOOK_OFF.to_owned();
             if !prevented.is_empty() && self.hook.prevent_error.as_ref() != Some(&error) {
                 self.emit(Report::PreventUnavailable {
                     keys: prevented,
@@ -713,19 +713,7 @@ impl<K: Knobs> Guardian<K> {
             return;
         }
         let keys: Vec<SysctlKey> = self.config.guards.iter().map(|g| g.key.clone()).collect();
-        let targets: Vec<bpf::Target> = self
-            .config
-            .guards
-            .iter()
-            .map(|g| bpf::Target {
-                name: g.key.proc_name(),
-                want: g.want.to_string(),
-                mode: match g.action {
-                    Action::Prevent => bpf::Mode::Prevent,
-                    Action::Restore | Action::Alert => bpf::Mode::Audit,
-                },
-            })
-            .collect();
+        let targets: Vec<bpf::Target> = self.config.guards.iter().map(bpf::Target::of).collect();
         if targets == self.hook.targets {
             return;
         }

@@ -175,7 +175,6 @@ impl SysctlKey {
         self.components.iter().map(String::as_str)
     }
 
-    /// The file that holds the value.
     /// The name relative to `/proc/sys`, with `/`: `net/ipv4/conf/all/forwarding`.
     pub fn proc_name(&self) -> String {
         let path = self.proc_path();
@@ -185,6 +184,7 @@ impl SysctlKey {
             .into_owned()
     }
 
+    /// The file that holds the value.
     pub fn proc_path(&self) -> PathBuf {
         let mut p = PathBuf::from("/proc/sys");
         p.extend(&self.components);

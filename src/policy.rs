@@ -54,8 +54,8 @@ struct Failing {
     delay: Duration,
     error: String,
     /// The writes were accepted but lost to another writer (or ignored by the kernel), as
-    /// opposed to refused. Such a failure does not hold back a restore on the next change:
-    /// waiting would hand a writer in a loop the knob for the whole backoff.
+    /// opposed to refused. During a flapping episode such failures are not reported one by
+    /// one (a writer in a loop causes them by the hundred); refusals always are.
     contested: bool,
 }
 

@@ -7,12 +7,10 @@ mod common;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use common::TestCgroup;
+use common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, read};
 use fwdguard::bpf::{Attempt, Fault, Hook, HookError, Mode, Options, Target};
 use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-const ALL_FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
 const V6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 fn target(name: &str, mode: Mode) -> Target {
@@ -44,13 +42,6 @@ fn attach(
         let _ = tx.send(a);
     })?;
     Ok((hook, rx))
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .expect("read a sysctl")
-        .trim()
-        .to_owned()
 }
 
 fn sh_in(ns: &PrivateNetns, cg: &TestCgroup, script: &str, args: &[&str]) -> (u32, i32, String) {

@@ -207,12 +207,6 @@ pub struct WebhookSink {
     endpoint: Arc<Endpoint>,
 }
 
-impl WebhookSink {
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-}
-
 impl Sink for WebhookSink {
     /// Queues the report if the endpoint wants it. Never waits: a full queue drops its oldest
     /// entry, counted.

@@ -273,12 +273,18 @@ impl Btf {
     }
 }
 
-/// Reads the running kernel's BTF and finds the offsets.
+/// Reads the running kernel's BTF and finds the offsets, once per process: they cannot change
+/// while the kernel runs, and the file is megabytes (a reload or a fallback attaches again).
 pub fn task_offsets() -> Result<TaskOffsets, String> {
-    let raw = std::fs::read(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
-    Btf::parse(&raw)
-        .and_then(|b| b.task_offsets())
-        .map_err(|e| format!("{VMLINUX}: {e}"))
+    static OFFSETS: std::sync::OnceLock<Result<TaskOffsets, String>> = std::sync::OnceLock::new();
+    OFFSETS
+        .get_or_init(|| {
+            let raw = std::fs::read(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
+            Btf::parse(&raw)
+                .and_then(|b| b.task_offsets())
+                .map_err(|e| format!("{VMLINUX}: {e}"))
+        })
+        .clone()
 }
 
 #[cfg(test)]

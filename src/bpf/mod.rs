@@ -60,6 +60,24 @@ pub struct Target {
     pub mode: Mode,
 }
 
+impl Target {
+    /// The hook's view of a guard: `prevent` keys are replaced, the others' writers named.
+    pub fn of(guard: &crate::config::Guard) -> Self {
+        use crate::config::Action;
+        Self {
+            name: guard.key.proc_name(),
+            want: guard.want.to_string(),
+            mode: match guard.action {
+                Action::Prevent => Mode::Prevent,
+                Action::Restore | Action::Alert => Mode::Audit,
+            },
+        }
+    }
+}
+
+/// Why there is no hook when the configuration turns it off.
+pub const HOOK_OFF: &str = "bpf-hook = false in the configuration";
+
 /// Where and how to attach.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
@@ -590,13 +608,7 @@ fn probe(
         let status = child.wait().map_err(|e| failed("probe writer", e))?;
         drop(link);
         if status != 0 {
-            return Err(HookError::ProbeFailed(format!(
-                "the probe writer could not {}",
-                sys::PROBE_STEPS
-                    .get(status as usize)
-                    .copied()
-                    .unwrap_or("finish")
-            )));
+            return Err(probe_step_failed(status, "finish"));
         }
         let mut verdict = [0u8];
         File::from(result_r)
@@ -619,15 +631,19 @@ fn probe(
 fn child_failure(child: &sys::ProbeWriter) -> HookError {
     child.kill();
     match child.wait() {
-        Ok(step) if step > 0 => HookError::ProbeFailed(format!(
-            "the probe writer could not {}",
-            sys::PROBE_STEPS
-                .get(step as usize)
-                .copied()
-                .unwrap_or("start")
-        )),
+        Ok(step) if step > 0 => probe_step_failed(step, "start"),
         _ => HookError::ProbeFailed("the probe writer did not start in time".into()),
     }
+}
+
+/// The probe writer's exit status `step` named ([`sys::PROBE_STEPS`]), `otherwise` if unknown.
+fn probe_step_failed(step: i32, otherwise: &str) -> HookError {
+    let what = usize::try_from(step)
+        .ok()
+        .and_then(|s| sys::PROBE_STEPS.get(s))
+        .copied()
+        .unwrap_or(otherwise);
+    HookError::ProbeFailed(format!("the probe writer could not {what}"))
 }
 
 #[cfg(test)]
