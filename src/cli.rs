@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::{Config, DEFAULT_PATH};
+use crate::config::{self, Config, DEFAULT_PATH};
 use crate::daemon::{self, Setup};
 use crate::knob::read_once;
 use crate::sysctl::ProcSys;
@@ -171,7 +171,7 @@ fn run(explicit: Option<PathBuf>) -> u8 {
 
 fn run_daemon(explicit: Option<PathBuf>) -> u8 {
     let sink = logging::init_daemon();
-    let config = match Config::resolve(explicit.as_deref()) {
+    let config = match config::resolve(explicit.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(
@@ -215,7 +215,7 @@ fn run_daemon(explicit: Option<PathBuf>) -> u8 {
 }
 
 fn check(explicit: Option<&Path>, json: bool) -> u8 {
-    let config = match Config::resolve(explicit) {
+    let config = match config::resolve(explicit) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fwdguard check: {e}");
@@ -268,12 +268,12 @@ fn print_result(
 
 fn doctor(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
     let config = match (explicit, root) {
-        (Some(_), _) | (None, None) => Config::resolve(explicit),
+        (Some(_), _) | (None, None) => config::resolve(explicit),
         (None, Some(dir)) => {
             let r = crate::persist::scan::Root::new(dir);
             match r.read(DEFAULT_PATH) {
                 crate::persist::scan::Found::Text { text, .. } => {
-                    Config::parse(&text, &r.host_path(DEFAULT_PATH))
+                    config::parse(&text, &r.host_path(DEFAULT_PATH))
                 }
                 _ => Ok(Config::default()),
             }
@@ -308,7 +308,7 @@ fn prevent_unavailable(config: &Config) -> Option<String> {
 }
 
 fn alert_test(explicit: Option<&Path>) -> u8 {
-    let config = match Config::resolve(explicit) {
+    let config = match config::resolve(explicit) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fwdguard alert test: {e}");
@@ -346,7 +346,7 @@ fn alert_test(explicit: Option<&Path>) -> u8 {
 }
 
 fn config_check(file: &Path) -> u8 {
-    let config = match Config::load(file) {
+    let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

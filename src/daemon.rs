@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_unti
 
 use crate::bpf::{self, Hook};
 use crate::cause::ServiceJobs;
-use crate::config::{Action, Config, Origin};
+use crate::config::{self, Action, Config, Origin};
 use crate::key::SysctlKey;
 use crate::key::{Family, Watch};
 use crate::knob::{Access, Knobs, SysctlError};
@@ -274,6 +274,12 @@ pub async fn run_with<K: Knobs>(
     Ok(())
 }
 
+/// The time the core's policy and cause records are given: tokio's clock (paused in tests),
+/// as the `std` instant the core takes.
+fn policy_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 fn reread_timer(period: Duration) -> tokio::time::Interval {
     let mut t = interval_at(Instant::now() + period, period);
     t.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -485,8 +491,8 @@ impl<K: Knobs> Guardian<K> {
             None => crate::config::DEFAULT_PATH.to_owned(),
         };
         let loaded = match &path {
-            Some(p) => Config::load(p),
-            None => Config::resolve(None),
+            Some(p) => config::load(p),
+            None => config::resolve(None),
         };
         match loaded {
             Ok(config) => {
@@ -539,7 +545,7 @@ impl<K: Knobs> Guardian<K> {
         let job = match (&reading, &observation.cause, &self.jobs) {
             (Ok(v), None, Some(jobs)) if *v != g.state.guard.want => jobs
                 .borrow()
-                .cause(Instant::now())
+                .cause(policy_now())
                 .map(crate::observation::Cause::from),
             _ => None,
         };
@@ -547,12 +553,12 @@ impl<K: Knobs> Guardian<K> {
             observation.trigger,
             observation.cause.as_ref().or(job.as_ref()),
         );
-        let mut decision = g.state.observe(reading, trigger, cause, Instant::now());
+        let mut decision = g.state.observe(reading, trigger, cause, policy_now());
         let mut reports = std::mem::take(&mut decision.reports);
         // The policy bounds how often it asks to write again.
         while decision.restore {
             let outcome = restore(&mut self.knobs, g);
-            decision = g.state.restored(outcome, trigger, cause, Instant::now());
+            decision = g.state.restored(outcome, trigger, cause, policy_now());
             reports.append(&mut decision.reports);
         }
         for r in reports {
@@ -655,7 +661,7 @@ impl<K: Knobs> Guardian<K> {
             {
                 let mut reports = Vec::new();
                 if g.state
-                    .write_seen(writer.replaced, Instant::now(), &mut reports)
+                    .write_seen(writer.replaced, policy_now(), &mut reports)
                 {
                     let guard = &g.state.guard;
                     reports.insert(
@@ -819,11 +825,12 @@ impl<K: Knobs> Guardian<K> {
             .values()
             .filter_map(|g| g.state.next_deadline())
             .min()
+            .map(Instant::from_std)
     }
 
     /// A retry or the end of a flapping episode fell due.
     fn tick(&mut self) {
-        let now = Instant::now();
+        let now = policy_now();
         let mut reports = Vec::new();
         let mut due = Vec::new();
         for (id, g) in &mut self.guards {
@@ -1488,7 +1495,7 @@ mod tests {
             "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n",
         )
         .expect("config");
-        let config = Config::load(&path).expect("valid");
+        let config = config::load(&path).expect("valid");
         // Started without -c, from the default file: `explicit` is None.
         let setup = Setup::new(config.clone(), None, Box::new(Collect::default()));
         let io = Io {
@@ -1523,7 +1530,7 @@ mod tests {
         let text =
             "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n";
         std::fs::write(&path, text).expect("config");
-        let config = Config::load(&path).expect("valid");
+        let config = config::load(&path).expect("valid");
         let setup = Setup::new(
             config.clone(),
             Some(path.clone()),

@@ -22,27 +22,22 @@
 //! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
 
+pub use fwdguard_core::{
+    cause, key, knob, observation, payload, policy, report, routing, snapshot, value,
+};
+
 pub mod alert;
 pub mod bpf;
-pub mod cause;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
-pub mod key;
-pub mod knob;
 pub mod logging;
 pub mod metrics;
-pub mod observation;
 pub mod output;
 pub mod persist;
-pub mod policy;
-pub mod report;
-pub mod routing;
 pub mod sandbox;
-pub mod snapshot;
 pub mod source;
 pub mod sysctl;
-pub mod value;

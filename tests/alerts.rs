@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::receiver::{Receiver, Reply};
-use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
-use fwdguard::config::{Action, Config};
+use fwdguard::config::Action;
+use fwdguard::config::webhook::Webhook;
 use fwdguard::key::SysctlKey;
 use fwdguard::observation::Writer;
 use fwdguard::report::{Cause, PersistedConflict, Report, Sink, Trigger};
@@ -21,7 +21,7 @@ fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
     let text = format!("[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n{tables}");
     let path = dir.join("fwdguard.toml");
     std::fs::write(&path, text).expect("config");
-    Config::load(&path)
+    fwdguard::config::load(&path)
         .unwrap_or_else(|e| panic!("config refused: {e}"))
         .webhooks
 }

@@ -12,7 +12,7 @@ use fwdguard::policy::GuardState;
 use fwdguard::report::{Report, Trigger};
 use fwdguard::value::Value;
 use proptest::prelude::*;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Duration settings as people and fuzzers write them, bounds and far past them included.
 /// Mostly within the bounds, so that most generated files get to the policy.
@@ -226,7 +226,7 @@ proptest! {
         text in config_text(),
         steps in prop::collection::vec(step(), 1..60),
     ) {
-        if let Ok(config) = Config::parse(&text, Path::new("prop.toml")) {
+        if let Ok(config) = fwdguard::config::parse(&text, Path::new("prop.toml")) {
             prop_assert!(config.reread_interval >= Duration::from_secs(1));
             prop_assert!(config.reread_interval <= Duration::from_secs(86_400));
             // What the daemon adds to its clock for the re-read timer.
@@ -237,7 +237,7 @@ proptest! {
 
     #[test]
     fn parse_never_panics_on_any_text(text in any::<String>()) {
-        let _ = Config::parse(&text, Path::new("prop.toml"));
+        let _ = fwdguard::config::parse(&text, Path::new("prop.toml"));
     }
 
     #[test]
@@ -253,14 +253,14 @@ proptest! {
             0..12,
         ),
     ) {
-        let _ = Config::parse(&lines.join("\n"), Path::new("prop.toml"));
+        let _ = fwdguard::config::parse(&lines.join("\n"), Path::new("prop.toml"));
     }
 }
 
 /// The largest settings the bounds allow, over a week of a drop every few minutes.
 #[test]
 fn the_largest_accepted_settings_run_for_a_week() {
-    let config = Config::parse(
+    let config = fwdguard::config::parse(
         "reread-interval = \"1d\"\nflap-threshold = 1000\nflap-window = \"1d\"\n\
          [[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n",
         Path::new("max.toml"),

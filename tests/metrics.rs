@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::prometheus::{get, tool};
 use common::receiver::Receiver;
 use fwdguard::alert::Delivery;
-use fwdguard::config::Config;
 use fwdguard::metrics::{Exporter, serve};
 use fwdguard::report::Report;
 use fwdguard::routing::GuardId;
@@ -81,7 +80,7 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
         ),
     )
     .expect("config");
-    let hooks = Config::load(&config).expect("valid").webhooks;
+    let hooks = fwdguard::config::load(&config).expect("valid").webhooks;
     let delivery = Arc::new(Delivery::start().expect("delivery"));
     let mut sinks = delivery.sinks(&hooks);
     for s in &mut sinks {

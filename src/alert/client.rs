@@ -13,7 +13,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::config::{CaFile, Target};
+use crate::config::webhook::{CaFile, Target};
 
 /// Why a POST did not get an answer. Messages never contain the URL's path or query.
 #[derive(Debug, thiserror::Error)]

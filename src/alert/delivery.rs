@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::alertmanager::{Alerts, RESEND_EVERY};
 use super::client::{Client, PostError, Request};
-use super::config::{Format, Webhook};
-use super::payload::{self, Notice, Origin};
 use super::queue::Queue;
+use crate::config::webhook::{Format, Webhook};
+use crate::payload::alertmanager::{Alerts, RESEND_EVERY};
+use crate::payload::{self, Notice, Reporter};
 
 /// The first retry comes after about this long ...
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -192,7 +192,7 @@ fn error_text(e: &PostError) -> String {
 }
 
 /// The body of a `json` or `slack` notice.
-pub fn body(spec: &Webhook, origin: &Origin, q: &Queued, lost: u64) -> Vec<u8> {
+pub fn body(spec: &Webhook, origin: &Reporter, q: &Queued, lost: u64) -> Vec<u8> {
     match spec.format {
         Format::Slack => payload::slack(&q.notice, origin, q.time, lost),
         Format::Json | Format::Alertmanager => {
@@ -202,7 +202,7 @@ pub fn body(spec: &Webhook, origin: &Origin, q: &Queued, lost: u64) -> Vec<u8> {
 }
 
 /// Runs until the endpoint's queue is closed and everything in it handled.
-pub async fn run(endpoint: Arc<Endpoint>, origin: Arc<Origin>) {
+pub async fn run(endpoint: Arc<Endpoint>, origin: Arc<Reporter>) {
     let sender = Sender::new(&endpoint.spec);
     match endpoint.spec.format {
         Format::Json | Format::Slack => each(&endpoint, &origin, &sender).await,
@@ -271,7 +271,7 @@ async fn watching<F: std::future::Future>(
 }
 
 /// `json` and `slack`: one request per notice, in order.
-async fn each(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
+async fn each(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
     let spec = &endpoint.spec;
     let mut losses = Losses::default();
     let mut batch = Vec::new();
@@ -362,7 +362,7 @@ fn give_up(endpoint: &Endpoint, q: &Queued, attempts: u32, outcome: &Outcome, wh
 
 /// `alertmanager`: the notices update the alerts; whatever changed goes out in one request,
 /// and firing alerts are sent again before they expire.
-async fn alertmanager(endpoint: &Endpoint, origin: &Origin, sender: &Sender) {
+async fn alertmanager(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
     let spec = &endpoint.spec;
     let mut alerts = Alerts::new(origin.host.clone());
     let mut losses = Losses::default();

@@ -10,18 +10,15 @@
 //! The guard's [`Sink`] only pushes onto an endpoint's queue: no await, no I/O, a lock held
 //! for a `VecDeque::push_back`. Delivery runs on a thread of its own ([`Delivery`]).
 
-pub mod alertmanager;
 pub mod client;
-pub mod config;
 pub mod delivery;
-pub mod payload;
 pub mod queue;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use self::config::{Format, Webhook};
 use self::delivery::{Endpoint, Outcome, Queued, Sender};
-use self::payload::{Notice, Origin};
+use crate::config::webhook::{Format, Webhook};
+use crate::payload::{Notice, Reporter};
 use crate::report::{Report, Sink};
 
 /// The delivery thread: a current-thread tokio runtime of its own that runs every endpoint's
@@ -38,7 +35,7 @@ use crate::report::{Report, Sink};
 #[derive(Debug)]
 pub struct Delivery {
     runtime: tokio::runtime::Handle,
-    origin: Arc<Origin>,
+    origin: Arc<Reporter>,
     endpoints: Mutex<Vec<Arc<Endpoint>>>,
     /// The `/metrics` server in force and the address it was asked for.
     metrics: Mutex<Option<(std::net::SocketAddr, crate::metrics::Server)>>,
@@ -96,7 +93,7 @@ impl Delivery {
             .map_err(|_| std::io::Error::other("the delivery thread did not start"))??;
         Ok(Self {
             runtime,
-            origin: Arc::new(Origin::detect()),
+            origin: Arc::new(reporter()),
             endpoints: Mutex::new(Vec::new()),
             metrics: Mutex::new(None),
             stop: Some(stop),
@@ -212,10 +209,11 @@ impl Sink for WebhookSink {
     /// entry, counted.
     fn emit(&mut self, report: &Report) {
         let spec = &self.endpoint.spec;
-        let event = config::Event::of(report);
+        let event = crate::report::Event::of(report);
         let notice = Notice::Report(report.clone());
         if spec.wants(event)
-            || (spec.format == Format::Alertmanager && alertmanager::resolves(&notice))
+            || (spec.format == Format::Alertmanager
+                && crate::payload::alertmanager::resolves(&notice))
         {
             self.endpoint.queue.push(Queued::now(notice));
         }
@@ -234,14 +232,14 @@ impl Sink for WebhookSink {
 /// `fwdguard alert test`: one test alert to each webhook, one attempt each, in configuration
 /// order. Returns each webhook's label and outcome.
 pub async fn test_all(webhooks: &[Webhook]) -> Vec<(String, Outcome)> {
-    let origin = Origin::detect();
+    let origin = reporter();
     let mut results = Vec::with_capacity(webhooks.len());
     for spec in webhooks {
         let sender = Sender::new(spec);
         let q = Queued::now(Notice::Test);
         let body = match spec.format {
             Format::Alertmanager => {
-                let mut alerts = alertmanager::Alerts::new(origin.host.clone());
+                let mut alerts = crate::payload::alertmanager::Alerts::new(origin.host.clone());
                 alerts.apply(&q.notice, true, q.time);
                 alerts.body(q.time).unwrap_or_default()
             }
@@ -250,4 +248,23 @@ pub async fn test_all(webhooks: &[Webhook]) -> Vec<(String, Outcome)> {
         results.push((spec.label(), sender.send(spec, body).await));
     }
     results
+}
+
+/// This host as payloads name it: as the kernel and systemd name it.
+fn reporter() -> Reporter {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let host = read("/proc/sys/kernel/hostname");
+    Reporter {
+        host: if host.is_empty() {
+            "localhost".into()
+        } else {
+            host
+        },
+        machine_id: read("/etc/machine-id"),
+        version: env!("CARGO_PKG_VERSION"),
+    }
 }

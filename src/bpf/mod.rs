@@ -13,11 +13,10 @@
 //! Only writes made from the daemon's own network namespace are touched (read at start, never
 //! hard-coded), so containers' own namespaces keep working as their owners want.
 
-pub mod asm;
-pub mod btf;
 pub mod cgroup;
-pub mod program;
 mod sys;
+
+pub use fwdguard_core::bpf::{MAX_PREVENT, asm, btf, program};
 
 use std::fmt;
 use std::fs::File;
@@ -240,9 +239,6 @@ fn rules_for(targets: &[Target]) -> Vec<(Rule, usize)> {
     rules
 }
 
-/// Most keys with action `prevent` (each is one name in the program, `ip_forward` two).
-pub const MAX_PREVENT: usize = 500;
-
 /// The network namespace inode of the calling thread (the daemon's: it never changes its own).
 pub fn own_netns() -> io::Result<u32> {
     let ino = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
@@ -421,7 +417,7 @@ fn prepare(targets: &[Target], options: &Options) -> Result<Prepared, HookError>
     if rules.is_empty() {
         return Err(HookError::NoRules);
     }
-    let offsets = btf::task_offsets().map_err(HookError::Btf)?;
+    let offsets = task_offsets().map_err(HookError::Btf)?;
     let netns = own_netns().map_err(HookError::Netns)?;
     let (dir, path, root, private_mount) = match &options.cgroup {
         Some(p) => {
@@ -646,9 +642,42 @@ fn probe_step_failed(step: i32, otherwise: &str) -> HookError {
     HookError::ProbeFailed(format!("the probe writer could not {what}"))
 }
 
+/// Where the running kernel exposes its BTF.
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Reads the running kernel's BTF and finds the offsets, once per process: they cannot change
+/// while the kernel runs, and the file is megabytes (a reload or a fallback attaches again).
+pub fn task_offsets() -> Result<btf::TaskOffsets, String> {
+    static OFFSETS: std::sync::OnceLock<Result<btf::TaskOffsets, String>> =
+        std::sync::OnceLock::new();
+    OFFSETS
+        .get_or_init(|| {
+            let raw = std::fs::read(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
+            btf::Btf::parse(&raw)
+                .and_then(|b| b.task_offsets())
+                .map_err(|e| format!("{VMLINUX}: {e}"))
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_kernel_has_the_fields_the_hook_reads() {
+        // Every kernel this hook supports (5.8+) ships BTF when built with
+        // CONFIG_DEBUG_INFO_BTF; without it the hook is not used at all.
+        let Ok(raw) = std::fs::read(VMLINUX) else {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no {VMLINUX} on this kernel");
+            return;
+        };
+        let o = btf::Btf::parse(&raw).unwrap().task_offsets().unwrap();
+        assert!(o.tgid > 0 && o.pid > 0 && o.comm > o.tgid, "{o:?}");
+        assert_ne!(o.real_parent, o.nsproxy);
+        assert_eq!((o.upid_nr, o.upid_size), (0, 16), "{o:?}");
+    }
 
     fn target(name: &str, want: &str) -> Target {
         Target {

@@ -2,12 +2,11 @@
 //! `sysctl --system`, `sysctl -p`, the EL7 initscripts) will write at the next boot or network
 //! restart, with `FILE:LINE` for the value that wins and for every entry it overrides.
 //!
-//! - [`parse`]: one file's lines, in the dialect of each tool (pure).
+//! - [`parse`]: one file's lines, in the dialect of each tool .
 //! - [`resolve`]: the order and override rules of each tool, and what a guarded key ends up
-//!   as (pure: it takes file contents and directory listings as data).
+//!   as (it takes file contents and directory listings as data).
 //! - [`scan`]: reads those files from a host or from an image below a root directory, never
 //!   following a symlink out of it, and reports bad input without stopping.
 
-pub mod parse;
-pub mod resolve;
+pub use fwdguard_core::persist::{parse, resolve};
 pub mod scan;

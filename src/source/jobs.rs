@@ -12,18 +12,6 @@ use zbus::OwnedObjectPath;
 use crate::cause::{JobEvent, ServiceJobs};
 use crate::observation::{Cause, Observation, Trigger};
 
-/// The units whose jobs are watched unless the configuration says otherwise.
-pub const DEFAULT_UNITS: [&str; 8] = [
-    "network.service",
-    "NetworkManager.service",
-    "systemd-networkd.service",
-    "networking.service",
-    "wicked.service",
-    "systemd-sysctl.service",
-    "firewalld.service",
-    "docker.service",
-];
-
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long to wait for a job's type before reporting it without one.
@@ -232,7 +220,7 @@ pub async fn feed(
     tokio::spawn(watch(bus, units, tx));
     while let Some(event) = rx.recv().await {
         let mut ended = None;
-        jobs.send_modify(|j| ended = j.record(&event, tokio::time::Instant::now()));
+        jobs.send_modify(|j| ended = j.record(&event, tokio::time::Instant::now().into_std()));
         if let Some(job) = ended {
             let seen = Observation::all(Trigger::ServiceJob).with_cause(Cause::from(job));
             if observer.send(seen).await.is_err() {

@@ -2,13 +2,15 @@
 //! the times and the loss count are passed in. The `json` payload is documented in
 //! `docs/webhook.md` and `docs/webhook.schema.json`; a test checks the two agree.
 
+pub mod alertmanager;
+
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::config::Event;
 use crate::config::Action;
 use crate::observation::{Cause, Writer};
+use crate::report::Event;
 use crate::report::{Priority, Report};
 
 /// The `version` of the `json` payload. Bumped only for changes that break a consumer
@@ -17,32 +19,11 @@ pub const JSON_VERSION: u32 = 1;
 
 /// What each payload says about where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub struct Reporter {
     pub host: String,
     /// `/etc/machine-id`; empty when the host has none.
     pub machine_id: String,
     pub version: &'static str,
-}
-
-impl Origin {
-    /// This host, as the kernel and systemd name it.
-    pub fn detect() -> Self {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-        };
-        let host = read("/proc/sys/kernel/hostname");
-        Self {
-            host: if host.is_empty() {
-                "localhost".into()
-            } else {
-                host
-            },
-            machine_id: read("/etc/machine-id"),
-            version: env!("CARGO_PKG_VERSION"),
-        }
-    }
 }
 
 /// One thing to deliver: a report, or the test alert of `fwdguard alert test`.
@@ -253,7 +234,7 @@ impl Details {
 /// The `json` body. `dropped`: reports for this endpoint lost since the last delivery.
 pub fn json(
     notice: &Notice,
-    origin: &Origin,
+    origin: &Reporter,
     time: SystemTime,
     sent_at: SystemTime,
     dropped: u64,
@@ -291,7 +272,7 @@ pub fn json(
 
 /// The `slack` body: a one-line summary in `text` (what notifications show), and the details
 /// as attachment fields.
-pub fn slack(notice: &Notice, origin: &Origin, time: SystemTime, dropped: u64) -> Vec<u8> {
+pub fn slack(notice: &Notice, origin: &Reporter, time: SystemTime, dropped: u64) -> Vec<u8> {
     let d = Details::of(notice);
     let mut fields = Vec::new();
     let mut field = |title: &str, value: Option<String>, short: bool| {
@@ -357,8 +338,8 @@ mod tests {
     use crate::report::Trigger;
     use crate::value::Value;
 
-    fn origin() -> Origin {
-        Origin {
+    fn origin() -> Reporter {
+        Reporter {
             host: "docker-7".into(),
             machine_id: "machine-id-of-docker-7".into(),
             version: "9.9.9",

@@ -1,5 +1,5 @@
 //! Which service job a drop belongs to: a pure record of the jobs systemd runs on the units
-//! fwdguard watches, fed by [`crate::source::jobs`], asked when a drop is reported.
+//! fwdguard watches, fed by the binary's D-Bus job watcher, asked when a drop is reported.
 //!
 //! A drop during a job, or within `window` after it finished, is attributed to it: on EL7
 //! `systemctl restart network` writes `net.ipv4.ip_forward=0` while the job runs; a start that
@@ -8,9 +8,21 @@
 use std::fmt;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::report::human;
+
+/// The units whose jobs are watched unless the configuration says otherwise.
+pub const DEFAULT_UNITS: [&str; 8] = [
+    "network.service",
+    "NetworkManager.service",
+    "systemd-networkd.service",
+    "networking.service",
+    "wicked.service",
+    "systemd-sysctl.service",
+    "firewalld.service",
+    "docker.service",
+];
 
 /// What the D-Bus watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,8 +213,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn during_and_after_a_job() {
+    #[test]
+    fn during_and_after_a_job() {
         let mut jobs = ServiceJobs::new(Duration::from_secs(5));
         let t0 = Instant::now();
         assert_eq!(jobs.cause(t0), None);
@@ -227,8 +239,8 @@ mod tests {
         assert_eq!(jobs.cause(t0 + Duration::from_secs(7)), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lost_bus_forgets_running_jobs() {
+    #[test]
+    fn a_lost_bus_forgets_running_jobs() {
         let mut jobs = ServiceJobs::new(Duration::from_secs(5));
         let t0 = Instant::now();
         started(&mut jobs, 1, "docker.service", t0);

@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use crate::report::Report;
+use crate::report::Event;
 
 /// How long one delivery attempt may take, connection and TLS handshake included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,106 +42,6 @@ impl Format {
             Format::Json => "json",
             Format::Slack => "slack",
             Format::Alertmanager => "alertmanager",
-        }
-    }
-}
-
-/// A kind of report, by the name `events = [...]` uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Event {
-    DriftRestored,
-    DriftAlerted,
-    RestoreFailed,
-    Recovered,
-    Flapping,
-    FlappingEnded,
-    KeyUnavailable,
-    KeyAvailable,
-    ConfigReloaded,
-    ReloadFailed,
-    EventsLost,
-    OutputLost,
-    PersistedConflict,
-    PersistedConflictGone,
-    Hazard,
-    WriteReplaced,
-    WriteSeen,
-    HookAttached,
-    PreventUnavailable,
-    /// `fwdguard alert test`; not selectable in `events`, always delivered.
-    #[serde(skip)]
-    Test,
-}
-
-impl Event {
-    /// What a webhook gets without `events`: everything at warning or above, plus the reports
-    /// that say a problem is over.
-    pub const DEFAULT: [Event; 16] = [
-        Event::DriftRestored,
-        Event::DriftAlerted,
-        Event::RestoreFailed,
-        Event::Recovered,
-        Event::Flapping,
-        Event::FlappingEnded,
-        Event::KeyUnavailable,
-        Event::ReloadFailed,
-        Event::EventsLost,
-        Event::OutputLost,
-        Event::PersistedConflict,
-        Event::PersistedConflictGone,
-        Event::Hazard,
-        Event::WriteReplaced,
-        Event::WriteSeen,
-        Event::PreventUnavailable,
-    ];
-
-    pub fn of(report: &Report) -> Event {
-        match report {
-            Report::DriftRestored { .. } => Event::DriftRestored,
-            Report::DriftAlerted { .. } => Event::DriftAlerted,
-            Report::RestoreFailed { .. } => Event::RestoreFailed,
-            Report::Recovered { .. } => Event::Recovered,
-            Report::Flapping { .. } => Event::Flapping,
-            Report::FlappingEnded { .. } => Event::FlappingEnded,
-            Report::KeyUnavailable { .. } => Event::KeyUnavailable,
-            Report::KeyAvailable { .. } => Event::KeyAvailable,
-            Report::ConfigReloaded { .. } => Event::ConfigReloaded,
-            Report::ReloadFailed { .. } => Event::ReloadFailed,
-            Report::EventsLost { .. } => Event::EventsLost,
-            Report::OutputLost { .. } => Event::OutputLost,
-            Report::PersistedConflict(_) => Event::PersistedConflict,
-            Report::PersistedConflictGone(_) => Event::PersistedConflictGone,
-            Report::Hazard { .. } => Event::Hazard,
-            Report::WriteReplaced { .. } => Event::WriteReplaced,
-            Report::WriteSeen { .. } => Event::WriteSeen,
-            Report::HookAttached { .. } => Event::HookAttached,
-            Report::PreventUnavailable { .. } => Event::PreventUnavailable,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::DriftRestored => "drift-restored",
-            Event::DriftAlerted => "drift-alerted",
-            Event::RestoreFailed => "restore-failed",
-            Event::Recovered => "recovered",
-            Event::Flapping => "flapping",
-            Event::FlappingEnded => "flapping-ended",
-            Event::KeyUnavailable => "key-unavailable",
-            Event::KeyAvailable => "key-available",
-            Event::ConfigReloaded => "config-reloaded",
-            Event::ReloadFailed => "reload-failed",
-            Event::EventsLost => "events-lost",
-            Event::OutputLost => "output-lost",
-            Event::PersistedConflict => "persisted-conflict",
-            Event::PersistedConflictGone => "persisted-conflict-gone",
-            Event::Hazard => "hazard",
-            Event::WriteReplaced => "write-replaced",
-            Event::WriteSeen => "write-seen",
-            Event::HookAttached => "hook-attached",
-            Event::PreventUnavailable => "prevent-unavailable",
-            Event::Test => "test",
         }
     }
 }
@@ -381,7 +280,7 @@ const RESERVED_HEADERS: [&str; 6] = [
 
 impl RawWebhook {
     /// Validates the table and reads the files it names. `index` counts from 0 in file order.
-    pub(crate) fn resolve(self, index: usize) -> Result<Webhook, Invalid> {
+    pub(crate) fn resolve(self, index: usize, host: &impl super::Host) -> Result<Webhook, Invalid> {
         let at = |s: Range<usize>| Some(s);
         let name = match self.name {
             Some(n) => {
@@ -408,7 +307,7 @@ impl RawWebhook {
             (None, Some(f)) => {
                 let span = f.span();
                 let path = f.into_inner();
-                let text = read_secret_file(&path).map_err(|e| (at(span.clone()), e))?;
+                let text = host.secret(&path).map_err(|e| (at(span.clone()), e))?;
                 (text, span, Some(path))
             }
             (Some(u), Some(_)) => {
@@ -455,9 +354,7 @@ impl RawWebhook {
             let vspan = value.span();
             let text = match value.into_inner() {
                 HeaderSource::Inline(s) => s,
-                HeaderSource::File(p) => {
-                    read_secret_file(&p).map_err(|e| (at(vspan.clone()), e))?
-                }
+                HeaderSource::File(p) => host.secret(&p).map_err(|e| (at(vspan.clone()), e))?,
             };
             if http::HeaderValue::from_str(&text).is_err() {
                 // Never echo the value: it may be a token.
@@ -509,7 +406,9 @@ impl RawWebhook {
         let hmac_secret = match self.hmac_secret_file {
             Some(f) => {
                 let span = f.span();
-                let secret = read_secret_file(f.get_ref()).map_err(|e| (at(span.clone()), e))?;
+                let secret = host
+                    .secret(f.get_ref())
+                    .map_err(|e| (at(span.clone()), e))?;
                 if secret.is_empty() {
                     return Err((
                         at(span),
@@ -531,7 +430,8 @@ impl RawWebhook {
             Some(f) => {
                 let span = f.span();
                 let path = f.into_inner();
-                let ca = read_ca_file(&path).map_err(|e| (at(span.clone()), e))?;
+                let certs = host.ca_certs(&path).map_err(|e| (at(span.clone()), e))?;
+                let ca = CaFile { path, certs };
                 if !target.https {
                     return Err((
                         at(span),
@@ -556,56 +456,6 @@ impl RawWebhook {
             queue,
         })
     }
-}
-
-/// Refuses files any user could write: whoever can change a secret or a URL can redirect
-/// or forge alerts.
-fn check_file(path: &Path, what: &str) -> Result<(), String> {
-    if !path.is_absolute() {
-        return Err(format!(
-            "{what} {} must be an absolute path",
-            path.display()
-        ));
-    }
-    let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{what} {} is not a regular file", path.display()));
-    }
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Err(format!(
-            "{what} {} is world-writable: anyone could change it (chmod o-w)",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// A secret file's content, without the trailing newline editors add. Errors name the file,
-/// never its content.
-fn read_secret_file(path: &Path) -> Result<String, String> {
-    check_file(path, "file")?;
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("file {}: {e}", path.display()))?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-fn read_ca_file(path: &Path) -> Result<CaFile, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    check_file(path, "ca-file")?;
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("ca-file {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(CaFile {
-        path: path.to_owned(),
-        certs: certs.into_iter().map(|c| c.to_vec()).collect(),
-    })
 }
 
 /// `[metrics]`: a Prometheus endpoint, off unless `listen` is set.

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Action;
+use serde::Deserialize;
+
+use crate::guard::Action;
 use crate::key::SysctlKey;
 pub use crate::observation::{Cause, Trigger, Writer};
 use crate::value::Value;
@@ -193,6 +195,106 @@ pub mod message_id {
         PERSISTED_CONFLICT_GONE,
         HAZARD,
     ];
+}
+
+/// A kind of report, by the name `events = [...]` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    DriftRestored,
+    DriftAlerted,
+    RestoreFailed,
+    Recovered,
+    Flapping,
+    FlappingEnded,
+    KeyUnavailable,
+    KeyAvailable,
+    ConfigReloaded,
+    ReloadFailed,
+    EventsLost,
+    OutputLost,
+    PersistedConflict,
+    PersistedConflictGone,
+    Hazard,
+    WriteReplaced,
+    WriteSeen,
+    HookAttached,
+    PreventUnavailable,
+    /// `fwdguard alert test`; not selectable in `events`, always delivered.
+    #[serde(skip)]
+    Test,
+}
+
+impl Event {
+    /// What a webhook gets without `events`: everything at warning or above, plus the reports
+    /// that say a problem is over.
+    pub const DEFAULT: [Event; 16] = [
+        Event::DriftRestored,
+        Event::DriftAlerted,
+        Event::RestoreFailed,
+        Event::Recovered,
+        Event::Flapping,
+        Event::FlappingEnded,
+        Event::KeyUnavailable,
+        Event::ReloadFailed,
+        Event::EventsLost,
+        Event::OutputLost,
+        Event::PersistedConflict,
+        Event::PersistedConflictGone,
+        Event::Hazard,
+        Event::WriteReplaced,
+        Event::WriteSeen,
+        Event::PreventUnavailable,
+    ];
+
+    pub fn of(report: &Report) -> Event {
+        match report {
+            Report::DriftRestored { .. } => Event::DriftRestored,
+            Report::DriftAlerted { .. } => Event::DriftAlerted,
+            Report::RestoreFailed { .. } => Event::RestoreFailed,
+            Report::Recovered { .. } => Event::Recovered,
+            Report::Flapping { .. } => Event::Flapping,
+            Report::FlappingEnded { .. } => Event::FlappingEnded,
+            Report::KeyUnavailable { .. } => Event::KeyUnavailable,
+            Report::KeyAvailable { .. } => Event::KeyAvailable,
+            Report::ConfigReloaded { .. } => Event::ConfigReloaded,
+            Report::ReloadFailed { .. } => Event::ReloadFailed,
+            Report::EventsLost { .. } => Event::EventsLost,
+            Report::OutputLost { .. } => Event::OutputLost,
+            Report::PersistedConflict(_) => Event::PersistedConflict,
+            Report::PersistedConflictGone(_) => Event::PersistedConflictGone,
+            Report::Hazard { .. } => Event::Hazard,
+            Report::WriteReplaced { .. } => Event::WriteReplaced,
+            Report::WriteSeen { .. } => Event::WriteSeen,
+            Report::HookAttached { .. } => Event::HookAttached,
+            Report::PreventUnavailable { .. } => Event::PreventUnavailable,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::DriftRestored => "drift-restored",
+            Event::DriftAlerted => "drift-alerted",
+            Event::RestoreFailed => "restore-failed",
+            Event::Recovered => "recovered",
+            Event::Flapping => "flapping",
+            Event::FlappingEnded => "flapping-ended",
+            Event::KeyUnavailable => "key-unavailable",
+            Event::KeyAvailable => "key-available",
+            Event::ConfigReloaded => "config-reloaded",
+            Event::ReloadFailed => "reload-failed",
+            Event::EventsLost => "events-lost",
+            Event::OutputLost => "output-lost",
+            Event::PersistedConflict => "persisted-conflict",
+            Event::PersistedConflictGone => "persisted-conflict-gone",
+            Event::Hazard => "hazard",
+            Event::WriteReplaced => "write-replaced",
+            Event::WriteSeen => "write-seen",
+            Event::HookAttached => "hook-attached",
+            Event::PreventUnavailable => "prevent-unavailable",
+            Event::Test => "test",
+        }
+    }
 }
 
 /// A duration as operators read it: `35µs`, `1.2ms`, `4s`.

@@ -1,5 +1,5 @@
 //! Access to the kernel's knobs as the pure core sees it: a trait with a handle per guarded key,
-//! and the errors that name the key. The real implementation is [`crate::sysctl::ProcSys`];
+//! and the errors that name the key. The real implementation is the binary's `sysctl::ProcSys`;
 //! the loop's tests use a double.
 
 use std::fmt;

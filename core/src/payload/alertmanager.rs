@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::payload::{Details, Notice, rfc3339};
+use super::{Details, Notice, rfc3339};
 use crate::config::Action;
 use crate::report::Report;
 use crate::snapshot::KeyState;

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::config::{Action, Flapping, Guard};
 use crate::knob::SysctlError;
@@ -487,8 +487,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn restore_reports_how_long_the_key_was_wrong() {
+    #[test]
+    fn restore_reports_how_long_the_key_was_wrong() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         assert_eq!(
@@ -524,8 +524,8 @@ mod tests {
         assert_eq!(g.next_deadline(), None, "idle: nothing scheduled");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn alert_reports_once_and_again_on_recovery() {
+    #[test]
+    fn alert_reports_once_and_again_on_recovery() {
         let mut g = guard(Action::Alert);
         let t0 = Instant::now();
         let d = g.observe(v("0"), Trigger::Startup, None, t0);
@@ -546,8 +546,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failed_restore_is_reported_once_and_retried_with_backoff() {
+    #[test]
+    fn failed_restore_is_reported_once_and_retried_with_backoff() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
@@ -623,8 +623,8 @@ mod tests {
         assert_eq!(g.next_deadline(), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_contested_write_is_retried_at_once_then_counts_as_failed() {
+    #[test]
+    fn a_contested_write_is_retried_at_once_then_counts_as_failed() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
@@ -662,8 +662,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_restore_that_wins_the_race_counts_its_attempts() {
+    #[test]
+    fn a_restore_that_wins_the_race_counts_its_attempts() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
@@ -675,8 +675,8 @@ mod tests {
         assert_eq!(g.next_deadline(), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn flapping_is_reported_once_with_the_count_and_restoring_goes_on() {
+    #[test]
+    fn flapping_is_reported_once_with_the_count_and_restoring_goes_on() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         g.observe(v("1"), Trigger::Startup, None, t0);
@@ -769,8 +769,8 @@ mod tests {
         assert_eq!(reloaded.writes_replaced, 1001);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_long_storm_keeps_memory_bounded() {
+    #[test]
+    fn a_long_storm_keeps_memory_bounded() {
         let mut g = guard(Action::Restore);
         let mut now = Instant::now();
         for _ in 0..100_000 {
@@ -791,8 +791,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn sparse_drops_are_not_flapping() {
+    #[test]
+    fn sparse_drops_are_not_flapping() {
         let mut g = guard(Action::Restore);
         let mut now = Instant::now();
         for _ in 0..10 {
@@ -805,8 +805,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn missing_key_is_reported_once_and_its_return_noticed() {
+    #[test]
+    fn missing_key_is_reported_once_and_its_return_noticed() {
         let mut g = guard(Action::Restore);
         let t0 = Instant::now();
         let d = g.observe(

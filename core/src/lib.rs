@@ -1,0 +1,34 @@
+//! fwdguard's domain, without I/O: what the daemon and its commands decide, given what they
+//! read. The binary crate `fwdguard` reads the kernel, files, D-Bus and the network, and hands
+//! this crate data and times (`std::time::Instant`s it took); nothing here blocks, sleeps,
+//! opens a file or a socket.
+//!
+//! The code follows the data: observations -> routing -> policy -> decisions -> reports ->
+//! snapshot.
+//! - [`key`], [`value`]: validated sysctl names and values as the kernel prints them.
+//! - [`config`]: the configuration file's schema, parsing and validation (file contents are
+//!   passed in through [`config::Host`]).
+//! - [`observation`]: what was seen and how; [`routing`]: which guards a kernel event concerns.
+//! - [`policy`]: restore or alert, flapping, retry backoff; [`cause`]: which service job a drop
+//!   belongs to.
+//! - [`report`]: what operators are told; [`payload`]: the webhook bodies built from reports.
+//! - [`snapshot`]: the guard's state as the loop publishes it.
+//! - [`knob`]: the knob I/O as the core sees it (a trait the binary implements).
+//! - [`persist`]: what the persisted sysctl files will set, from their contents.
+//! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out).
+#![forbid(unsafe_code)]
+
+pub mod bpf;
+pub mod cause;
+pub mod config;
+pub mod guard;
+pub mod key;
+pub mod knob;
+pub mod observation;
+pub mod payload;
+pub mod persist;
+pub mod policy;
+pub mod report;
+pub mod routing;
+pub mod snapshot;
+pub mod value;

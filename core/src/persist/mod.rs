@@ -1,0 +1,11 @@
+//! Persisted sysctl settings: what each tool that applies sysctl files (systemd-sysctl,
+//! `sysctl --system`, `sysctl -p`, the EL7 initscripts) will write at the next boot or network
+//! restart, with `FILE:LINE` for the value that wins and for every entry it overrides.
+//!
+//! - [`parse`]: one file's lines, in the dialect of each tool.
+//! - [`resolve`]: the order and override rules of each tool, and what a guarded key ends up
+//!   as. It takes file contents and directory listings as data; the binary's `persist::scan`
+//!   reads them from a host or an image.
+
+pub mod parse;
+pub mod resolve;
