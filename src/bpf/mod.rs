@@ -3,10 +3,11 @@
 //! replaces a write that would move the key with the wanted value, so the knob never leaves
 //! it; for every guarded key it reports who tried (pid, parent, command, uid, cgroup, unit).
 //!
-//! - [`program`]: the program's source (assembled in Rust) and the verifier rules it keeps.
-//! - [`asm`]: the assembler; [`btf`]: field offsets from the kernel's BTF.
+//! - [`program`], [`asm`], [`btf`] (from the core crate): the program's source, assembled in
+//!   Rust, the verifier rules it keeps, and field offsets parsed from the kernel's BTF.
 //! - [`cgroup`]: where to attach, and cgroup ids to units and containers.
-//! - `sys`: the only `unsafe` code: `bpf(2)`, the ring buffer, the probe's fork.
+//! - `sys`: the system calls without a safe wrapper (`unsafe`, each block with its reason):
+//!   `bpf(2)`, the ring buffer, the probe's fork.
 //!
 //! The hook is held by a BPF link: it is attached exactly as long as this process holds the
 //! link's descriptor, so `systemctl stop fwdguard`, a crash or SIGKILL detach it at once.
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 pub use crate::observation::Writer;
 pub use cgroup::Placement;
-use program::{Event, Rule, Spec};
+use program::{Rule, Spec, WriteEvent};
 pub use program::{Fault, Mode};
 
 /// The environment variable that makes the hook attach to another cgroup directory than the
@@ -483,7 +484,7 @@ fn spawn_reader(
                         std::thread::sleep(Duration::from_millis(READER_TICK_MS as u64));
                     }
                 }
-                ring.drain(|record| events.extend(Event::parse(record)));
+                ring.drain(|record| events.extend(WriteEvent::parse(record)));
                 for e in events.drain(..) {
                     let Some((name, target)) = names.get(e.rule).cloned() else {
                         continue;

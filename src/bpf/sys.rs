@@ -1,6 +1,8 @@
 //! Every system call the hook needs that has no safe wrapper: `bpf(2)` (map, program, link),
 //! the ring buffer's shared memory, `poll(2)` on it, and the fork of the start-up probe's
-//! writer. The rest of the crate stays free of `unsafe`; each block here says why it is sound.
+//! writer; each block here says why it is sound. Outside this file the binary's only `unsafe`
+//! registers descriptors it owns with tokio's `AsyncFd` (netlink, inotify); the core crate
+//! forbids `unsafe` altogether.
 
 #![allow(unsafe_code)]
 

@@ -69,7 +69,7 @@ pub const MAX_RULES: usize = 512;
 /// Bytes of the new value the program sees, and the longest replacement it writes.
 pub const VALUE_MAX: usize = 32;
 
-/// The event the program sends, laid out as [`Event::parse`] reads it.
+/// The event the program sends, laid out as [`WriteEvent::parse`] reads it.
 pub mod layout {
     pub const VERDICT: i16 = 0; // u32: 0 = seen (audit), 1 = replaced
     pub const RULE: i16 = 4; // u32: index into the rules
@@ -392,7 +392,7 @@ fn read_kernel(a: &mut Asm, dst: i16, size: i32, base: super::asm::Reg, off: u32
 
 /// One attempt the program reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct WriteEvent {
     pub replaced: bool,
     pub rule: usize,
     pub pid: u32,
@@ -424,7 +424,7 @@ impl Pids {
     }
 }
 
-impl Event {
+impl WriteEvent {
     /// Decodes one ring buffer record; `None` if it is not one of ours.
     pub fn parse(b: &[u8]) -> Option<Self> {
         use layout::*;
@@ -603,7 +603,7 @@ mod tests {
         put(&mut b, layout::PIDS + 12, &1u32.to_le_bytes());
         put(&mut b, layout::PIDS + 16, &12u32.to_le_bytes());
         put(&mut b, layout::PIDS + 20, &77u32.to_le_bytes());
-        let e = Event::parse(&b).unwrap();
+        let e = WriteEvent::parse(&b).unwrap();
         assert_eq!(e.parent_comm, "network");
         assert_eq!(e.pids.0, [(4242, 1), (12, 77)]);
         assert_eq!(
@@ -616,6 +616,6 @@ mod tests {
         assert_eq!(e.cgroup_id, 0x1_0000_0002);
         assert_eq!(e.comm, "sysctl");
         assert_eq!(e.new, b"0\n");
-        assert_eq!(Event::parse(&b[..10]), None);
+        assert_eq!(WriteEvent::parse(&b[..10]), None);
     }
 }
