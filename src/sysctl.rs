@@ -16,7 +16,8 @@ pub struct ProcSys {
 }
 
 /// A `/proc/sys` file kept open. Opening is the most expensive step of a restore (4-7 µs of
-/// path lookup, FACTS.md), so a guard opens its key once and then reads and writes at offset 0.
+/// path lookup, docs/kernel-and-systemd-facts.md#kept-descriptors), so a guard opens its key
+/// once and then reads and writes at offset 0.
 #[derive(Debug)]
 pub struct ProcKnob {
     key: SysctlKey,

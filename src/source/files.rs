@@ -1,6 +1,7 @@
 //! inotify on `/proc/sys` files, for keys the kernel sends no netconf event for.
 //!
-//! A watch on a sysctl file fires only for writes through that very file (FACTS.md): `sysctl -w`
+//! A watch on a sysctl file fires only for writes through that very file
+//! (docs/kernel-and-systemd-facts.md#inotify-exact-path): `sysctl -w`
 //! and `echo > /proc/sys/...` are seen within microseconds, a change made any other way (a
 //! module reload resetting it, a netlink request) only by the timed re-read.
 

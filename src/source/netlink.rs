@@ -4,7 +4,7 @@
 //! kernel sends into [`KernelEvent`]s. [`RequestSocket`] asks the kernel for the current
 //! state (link dump, `GETNETCONF`). They are separate on purpose: a dump sent on the
 //! subscription socket has to share its receive queue with the event flood, and under a
-//! small buffer that livelocked (FACTS.md).
+//! small buffer that livelocked (docs/kernel-and-systemd-facts.md#separate-request-socket).
 //!
 //! Nothing read from the kernel is fatal: unknown message types are skipped at `trace!`,
 //! malformed ones at `debug!`.
@@ -308,8 +308,8 @@ fn split_messages(datagram: &[u8]) -> impl Iterator<Item = NetlinkMessage<RtnlMe
     })
 }
 
-/// A separate socket for requests (dumps must not share the subscription socket: FACTS.md
-/// says that livelocked). Non-blocking: a dump after an overrun runs beside the loop's other
+/// A separate socket for requests (dumps must not share the subscription socket: that
+/// livelocked, docs/kernel-and-systemd-facts.md#separate-request-socket). Non-blocking: a dump after an overrun runs beside the loop's other
 /// work, and every request gives up after a timeout.
 #[derive(Debug)]
 pub struct RequestSocket {
