@@ -23,7 +23,7 @@ fn catalog_entries() -> Vec<(String, String)> {
     entries
 }
 
-/// Every Rust source file under `src/`.
+/// Every Rust source file under `src/` and `core/src/`.
 fn sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src") {
@@ -37,7 +37,9 @@ fn sources() -> Vec<(String, String)> {
         }
     }
     let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    walk(&root.join("src"), &mut out);
+    walk(&root.join("core/src"), &mut out);
     out
 }
 
