@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::guard::Action;
 use crate::key::SysctlKey;
 pub use crate::observation::{Cause, Trigger, Writer};
+use crate::payload::alertmanager::Effect;
 use crate::value::Value;
 
 /// `1 guarded key`, `2 guarded keys`.
@@ -173,31 +174,10 @@ pub mod message_id {
     pub const PERSISTED_CONFLICT: &str = "0492fcc418a84ddeaa94cef6744cd12b";
     pub const PERSISTED_CONFLICT_GONE: &str = "f0a73969dfcc487bbe59d8dfa26a39d7";
     pub const HAZARD: &str = "15fbb4fc32bd4dfa83b78159a30d4966";
-
-    pub const ALL: [&str; 19] = [
-        DRIFT_RESTORED,
-        DRIFT_ALERTED,
-        RESTORE_FAILED,
-        RECOVERED,
-        FLAPPING,
-        FLAPPING_ENDED,
-        KEY_UNAVAILABLE,
-        KEY_AVAILABLE,
-        CONFIG_RELOADED,
-        RELOAD_FAILED,
-        EVENTS_LOST,
-        OUTPUT_LOST,
-        WRITE_REPLACED,
-        WRITE_SEEN,
-        PREVENT_UNAVAILABLE,
-        HOOK_ATTACHED,
-        PERSISTED_CONFLICT,
-        PERSISTED_CONFLICT_GONE,
-        HAZARD,
-    ];
 }
 
-/// A kind of report, by the name `events = [...]` uses.
+/// A kind of report, by the name `events = [...]` uses. What a kind is to each output is its
+/// row of [`Event::info`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Event {
@@ -220,15 +200,30 @@ pub enum Event {
     WriteSeen,
     HookAttached,
     PreventUnavailable,
-    /// `fwdguard alert test`; not selectable in `events`, always delivered.
+    /// `fwdguard alert test`; not selectable in `events`, always delivered. Stays last.
     #[serde(skip)]
     Test,
 }
 
+/// What every report of one kind shares: a row of [`Event::info`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// As `events = [...]`, the payloads' `event` and the logs name the kind.
+    pub name: &'static str,
+    /// The journal's `MESSAGE_ID`, with an entry in `systemd/fwdguard.catalog`. `None` only
+    /// for the test alert, which is no report.
+    pub message_id: Option<&'static str>,
+    pub priority: Priority,
+    /// Whether a webhook without `events` gets it: everything at warning or above, plus the
+    /// reports that say a problem is over.
+    pub default: bool,
+    /// What it does to the alerts of an `alertmanager` endpoint.
+    pub alerts: &'static [Effect],
+}
+
 impl Event {
-    /// What a webhook gets without `events`: everything at warning or above, plus the reports
-    /// that say a problem is over.
-    pub const DEFAULT: [Event; 16] = [
+    /// Every kind, in the order of the declaration (checked when compiling).
+    pub const ALL: [Event; 20] = [
         Event::DriftRestored,
         Event::DriftAlerted,
         Event::RestoreFailed,
@@ -236,6 +231,8 @@ impl Event {
         Event::Flapping,
         Event::FlappingEnded,
         Event::KeyUnavailable,
+        Event::KeyAvailable,
+        Event::ConfigReloaded,
         Event::ReloadFailed,
         Event::EventsLost,
         Event::OutputLost,
@@ -244,8 +241,180 @@ impl Event {
         Event::Hazard,
         Event::WriteReplaced,
         Event::WriteSeen,
+        Event::HookAttached,
         Event::PreventUnavailable,
+        Event::Test,
     ];
+
+    /// The table of kinds: one row each.
+    pub fn info(self) -> KindInfo {
+        use crate::payload::alertmanager::{self as am, Severity};
+        use Effect::{Fire, FireFor, Resolve};
+        match self {
+            Event::DriftRestored => KindInfo {
+                name: "drift-restored",
+                message_id: Some(message_id::DRIFT_RESTORED),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[
+                    Resolve(am::KEY_WRONG),
+                    FireFor(am::KEY_RESTORED, Severity::Warning, am::EVENT_LASTS),
+                ],
+            },
+            Event::DriftAlerted => KindInfo {
+                name: "drift-alerted",
+                message_id: Some(message_id::DRIFT_ALERTED),
+                // Forwarding is off and stays off until someone acts.
+                priority: Priority::Err,
+                default: true,
+                alerts: &[Fire(am::KEY_WRONG, Severity::Critical)],
+            },
+            Event::RestoreFailed => KindInfo {
+                name: "restore-failed",
+                message_id: Some(message_id::RESTORE_FAILED),
+                priority: Priority::Crit,
+                default: true,
+                alerts: &[Fire(am::KEY_WRONG, Severity::Critical)],
+            },
+            Event::Recovered => KindInfo {
+                name: "recovered",
+                message_id: Some(message_id::RECOVERED),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::KEY_WRONG)],
+            },
+            Event::Flapping => KindInfo {
+                name: "flapping",
+                message_id: Some(message_id::FLAPPING),
+                priority: Priority::Err,
+                default: true,
+                // Critical under `alert`: see `alertmanager::effects`.
+                alerts: &[Fire(am::KEY_FLAPPING, Severity::Warning)],
+            },
+            Event::FlappingEnded => KindInfo {
+                name: "flapping-ended",
+                message_id: Some(message_id::FLAPPING_ENDED),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::KEY_FLAPPING)],
+            },
+            Event::KeyUnavailable => KindInfo {
+                name: "key-unavailable",
+                message_id: Some(message_id::KEY_UNAVAILABLE),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[Fire(am::KEY_UNAVAILABLE, Severity::Warning)],
+            },
+            Event::KeyAvailable => KindInfo {
+                name: "key-available",
+                message_id: Some(message_id::KEY_AVAILABLE),
+                priority: Priority::Notice,
+                default: false,
+                alerts: &[Resolve(am::KEY_UNAVAILABLE)],
+            },
+            Event::ConfigReloaded => KindInfo {
+                name: "config-reloaded",
+                message_id: Some(message_id::CONFIG_RELOADED),
+                priority: Priority::Info,
+                default: false,
+                alerts: &[Resolve(am::RELOAD_FAILED)],
+            },
+            Event::ReloadFailed => KindInfo {
+                name: "reload-failed",
+                message_id: Some(message_id::RELOAD_FAILED),
+                priority: Priority::Err,
+                default: true,
+                alerts: &[Fire(am::RELOAD_FAILED, Severity::Warning)],
+            },
+            Event::EventsLost => KindInfo {
+                name: "events-lost",
+                message_id: Some(message_id::EVENTS_LOST),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::EVENTS_LOST, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::OutputLost => KindInfo {
+                name: "output-lost",
+                message_id: Some(message_id::OUTPUT_LOST),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::OUTPUT_LOST, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::PersistedConflict => KindInfo {
+                name: "persisted-conflict",
+                message_id: Some(message_id::PERSISTED_CONFLICT),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[Fire(am::PERSISTED_CONFLICT, Severity::Warning)],
+            },
+            Event::PersistedConflictGone => KindInfo {
+                name: "persisted-conflict-gone",
+                message_id: Some(message_id::PERSISTED_CONFLICT_GONE),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::PERSISTED_CONFLICT)],
+            },
+            Event::Hazard => KindInfo {
+                name: "hazard",
+                message_id: Some(message_id::HAZARD),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::HAZARD, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::WriteReplaced => KindInfo {
+                name: "write-replaced",
+                message_id: Some(message_id::WRITE_REPLACED),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(
+                    am::WRITE_REPLACED,
+                    Severity::Warning,
+                    am::EVENT_LASTS,
+                )],
+            },
+            Event::WriteSeen => KindInfo {
+                name: "write-seen",
+                message_id: Some(message_id::WRITE_SEEN),
+                priority: Priority::Warning,
+                default: true,
+                // The drift reports that follow a seen write carry the alert.
+                alerts: &[],
+            },
+            Event::HookAttached => KindInfo {
+                name: "hook-attached",
+                message_id: Some(message_id::HOOK_ATTACHED),
+                priority: Priority::Info,
+                default: false,
+                alerts: &[],
+            },
+            Event::PreventUnavailable => KindInfo {
+                name: "prevent-unavailable",
+                message_id: Some(message_id::PREVENT_UNAVAILABLE),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(
+                    am::PREVENT_UNAVAILABLE,
+                    Severity::Warning,
+                    am::EVENT_LASTS,
+                )],
+            },
+            Event::Test => KindInfo {
+                name: "test",
+                message_id: None,
+                priority: Priority::Info,
+                default: false,
+                alerts: &[FireFor(am::TEST, Severity::Info, am::TEST_LASTS)],
+            },
+        }
+    }
+
+    /// What a webhook gets without `events`.
+    pub fn defaults() -> Vec<Event> {
+        Event::ALL
+            .into_iter()
+            .filter(|e| e.info().default)
+            .collect()
+    }
 
     pub fn of(report: &Report) -> Event {
         match report {
@@ -272,30 +441,20 @@ impl Event {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Event::DriftRestored => "drift-restored",
-            Event::DriftAlerted => "drift-alerted",
-            Event::RestoreFailed => "restore-failed",
-            Event::Recovered => "recovered",
-            Event::Flapping => "flapping",
-            Event::FlappingEnded => "flapping-ended",
-            Event::KeyUnavailable => "key-unavailable",
-            Event::KeyAvailable => "key-available",
-            Event::ConfigReloaded => "config-reloaded",
-            Event::ReloadFailed => "reload-failed",
-            Event::EventsLost => "events-lost",
-            Event::OutputLost => "output-lost",
-            Event::PersistedConflict => "persisted-conflict",
-            Event::PersistedConflictGone => "persisted-conflict-gone",
-            Event::Hazard => "hazard",
-            Event::WriteReplaced => "write-replaced",
-            Event::WriteSeen => "write-seen",
-            Event::HookAttached => "hook-attached",
-            Event::PreventUnavailable => "prevent-unavailable",
-            Event::Test => "test",
-        }
+        self.info().name
     }
 }
+
+// `Event::ALL` lists every kind once, in order: a kind added to `Event` and not to `ALL` stops
+// the build here.
+const _: () = {
+    assert!(Event::ALL.len() == Event::Test as usize + 1);
+    let mut i = 0;
+    while i < Event::ALL.len() {
+        assert!(Event::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// A duration as operators read it: `35µs`, `1.2ms`, `4s`.
 pub fn human(d: Duration) -> String {
@@ -311,52 +470,14 @@ pub fn human(d: Duration) -> String {
 
 impl Report {
     pub fn message_id(&self) -> &'static str {
-        use message_id::*;
-        match self {
-            Report::DriftRestored { .. } => DRIFT_RESTORED,
-            Report::DriftAlerted { .. } => DRIFT_ALERTED,
-            Report::RestoreFailed { .. } => RESTORE_FAILED,
-            Report::Recovered { .. } => RECOVERED,
-            Report::Flapping { .. } => FLAPPING,
-            Report::FlappingEnded { .. } => FLAPPING_ENDED,
-            Report::KeyUnavailable { .. } => KEY_UNAVAILABLE,
-            Report::KeyAvailable { .. } => KEY_AVAILABLE,
-            Report::ConfigReloaded { .. } => CONFIG_RELOADED,
-            Report::ReloadFailed { .. } => RELOAD_FAILED,
-            Report::EventsLost { .. } => EVENTS_LOST,
-            Report::OutputLost { .. } => OUTPUT_LOST,
-            Report::WriteReplaced { .. } => WRITE_REPLACED,
-            Report::WriteSeen { .. } => WRITE_SEEN,
-            Report::PreventUnavailable { .. } => PREVENT_UNAVAILABLE,
-            Report::HookAttached { .. } => HOOK_ATTACHED,
-            Report::PersistedConflict(_) => PERSISTED_CONFLICT,
-            Report::PersistedConflictGone(_) => PERSISTED_CONFLICT_GONE,
-            Report::Hazard { .. } => HAZARD,
+        match Event::of(self).info().message_id {
+            Some(id) => id,
+            None => unreachable!("only the test alert has no MESSAGE_ID, and it is no report"),
         }
     }
 
     pub fn priority(&self) -> Priority {
-        match self {
-            Report::RestoreFailed { .. } => Priority::Crit,
-            // Forwarding is off and stays off until someone acts.
-            Report::DriftAlerted { .. } | Report::Flapping { .. } | Report::ReloadFailed { .. } => {
-                Priority::Err
-            }
-            Report::DriftRestored { .. }
-            | Report::KeyUnavailable { .. }
-            | Report::EventsLost { .. }
-            | Report::OutputLost { .. }
-            | Report::WriteReplaced { .. }
-            | Report::WriteSeen { .. }
-            | Report::PreventUnavailable { .. }
-            | Report::PersistedConflict(_)
-            | Report::Hazard { .. } => Priority::Warning,
-            Report::Recovered { .. }
-            | Report::FlappingEnded { .. }
-            | Report::KeyAvailable { .. }
-            | Report::PersistedConflictGone(_) => Priority::Notice,
-            Report::ConfigReloaded { .. } | Report::HookAttached { .. } => Priority::Info,
-        }
+        Event::of(self).info().priority
     }
 
     /// The key this report is about, if any.
@@ -900,6 +1021,13 @@ mod tests {
     }
 
     // tests/catalog.rs ties every MESSAGE_ID to the catalog, both ways.
+
+    #[test]
+    fn every_kind_but_the_test_alert_has_a_message_id() {
+        for e in Event::ALL {
+            assert_eq!(e.info().message_id.is_none(), e == Event::Test, "{e:?}");
+        }
+    }
 
     #[test]
     fn a_service_job_is_named_after_the_value() {

@@ -6,6 +6,7 @@
 //! After a deliberate change: `UPDATE_GOLDEN=1 cargo test -p fwdguard-core --test reports`,
 //! and review the diff of `reports.golden`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -227,7 +228,7 @@ fn render() -> String {
     let mut out = Vec::new();
     for (i, notice) in samples().iter().enumerate() {
         let event = notice.event();
-        let default = Event::DEFAULT.contains(&event);
+        let default = Event::defaults().contains(&event);
         out.push(format!("== {i} {} (default {default})", event.as_str()));
         if let Notice::Report(r) = notice {
             out.push("-- journal".into());
@@ -254,6 +255,12 @@ fn render() -> String {
 
 fn text(body: Vec<u8>) -> String {
     String::from_utf8(body).expect("bodies are UTF-8")
+}
+
+#[test]
+fn the_samples_cover_every_kind() {
+    let kinds: BTreeSet<Event> = samples().iter().map(Notice::event).collect();
+    assert_eq!(kinds, BTreeSet::from(Event::ALL));
 }
 
 #[test]

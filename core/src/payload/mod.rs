@@ -45,10 +45,7 @@ impl Notice {
     }
 
     pub fn priority(&self) -> Priority {
-        match self {
-            Notice::Report(r) => r.priority(),
-            Notice::Test => Priority::Info,
-        }
+        self.event().info().priority
     }
 
     pub fn summary(&self) -> String {
@@ -243,10 +240,7 @@ pub fn json(
     let payload = JsonPayload {
         version: JSON_VERSION,
         event: notice.event().as_str(),
-        message_id: match notice {
-            Notice::Report(r) => Some(r.message_id()),
-            Notice::Test => None,
-        },
+        message_id: notice.event().info().message_id,
         priority: priority_name(notice.priority()),
         summary: notice.summary(),
         host: origin.host.clone(),
