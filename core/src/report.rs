@@ -1,6 +1,10 @@
 //! What fwdguard tells operators: one `Report` per event, each type with a stable journal
 //! `MESSAGE_ID` (documented in `systemd/fwdguard.catalog`), a syslog priority and structured
 //! fields. Sinks (the journal, stderr, and later webhooks) carry reports out.
+//!
+//! What is fixed for a kind of report (name, `MESSAGE_ID`, priority, ...) is its row of
+//! [`Event::info`]; what one report says beyond its sentence is [`Report::details`], from which
+//! the journal fields and the webhook payloads are made.
 
 use std::fmt;
 use std::time::Duration;
@@ -506,9 +510,18 @@ impl Report {
 
     /// Structured fields beyond MESSAGE, PRIORITY and MESSAGE_ID, named as the journal shows them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = Vec::new();
+        let details = self.details().into_iter();
+        details
+            .filter_map(|d| Some((d.journal?, d.fact.journal_value())))
+            .collect()
+    }
+
+    /// What the report says beyond its sentence, in the journal's order: what each detail
+    /// means (the webhook payloads place it by that) and the `FWDGUARD_*` field that carries it.
+    pub fn details(&self) -> Vec<Detail> {
+        let mut d = Vec::new();
         if let Some(key) = self.key() {
-            f.push(("FWDGUARD_KEY", key.to_string()));
+            d.push(field("FWDGUARD_KEY", Fact::Key(key.to_string())));
         }
         match self {
             Report::DriftRestored {
@@ -518,26 +531,26 @@ impl Report {
                 wrong_for,
                 attempts,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", old.to_string()));
-                f.push(("FWDGUARD_NEW", want.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
-                f.push(("FWDGUARD_ATTEMPTS", attempts.to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(old.to_string())),
+                journal_only("FWDGUARD_NEW", want),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Restore.as_str())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+                field("FWDGUARD_WRONG_USEC", Fact::WrongFor(*wrong_for)),
+                field("FWDGUARD_ATTEMPTS", Fact::Attempts(*attempts)),
+            ]),
             Report::DriftAlerted {
                 want,
                 value,
                 trigger,
                 ..
-            } => {
-                f.push(("FWDGUARD_NEW", value.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Alert.as_str().into()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-            }
+            } => d.extend([
+                field("FWDGUARD_NEW", Fact::Observed(value.to_string())),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Alert.as_str())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+            ]),
             Report::RestoreFailed {
                 want,
                 value,
@@ -545,66 +558,73 @@ impl Report {
                 attempt,
                 retry_in,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", value.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
-                f.push(("FWDGUARD_ERROR", error.clone()));
-                f.push(("FWDGUARD_ATTEMPTS", attempt.to_string()));
-                f.push(("FWDGUARD_RETRY_USEC", retry_in.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(value.to_string())),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Restore.as_str())),
+                field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+                field("FWDGUARD_ATTEMPTS", Fact::Attempts(*attempt)),
+                journal_only("FWDGUARD_RETRY_USEC", retry_in.as_micros()),
+            ]),
             Report::Recovered {
                 want,
                 old,
                 trigger,
                 wrong_for,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", old.to_string()));
-                f.push(("FWDGUARD_NEW", want.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(old.to_string())),
+                journal_only("FWDGUARD_NEW", want),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+                field("FWDGUARD_WRONG_USEC", Fact::WrongFor(*wrong_for)),
+            ]),
             Report::Flapping {
                 action,
                 drops,
                 window,
                 ..
-            } => {
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                f.push(("FWDGUARD_COUNT", drops.to_string()));
-                f.push(("FWDGUARD_WINDOW_USEC", window.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                field("FWDGUARD_COUNT", Fact::Count(u64::from(*drops))),
+                journal_only("FWDGUARD_WINDOW_USEC", window.as_micros()),
+            ]),
             Report::FlappingEnded {
                 action,
                 drops,
                 lasted,
                 ..
-            } => {
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                f.push(("FWDGUARD_COUNT", drops.to_string()));
-                f.push(("FWDGUARD_LASTED_USEC", lasted.as_micros().to_string()));
+            } => d.extend([
+                field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                field("FWDGUARD_COUNT", Fact::Count(*drops)),
+                journal_only("FWDGUARD_LASTED_USEC", lasted.as_micros()),
+            ]),
+            Report::KeyUnavailable { error, .. } => {
+                d.push(field("FWDGUARD_ERROR", Fact::Error(error.clone())));
             }
-            Report::KeyUnavailable { error, .. } => f.push(("FWDGUARD_ERROR", error.clone())),
-            Report::KeyAvailable { value, .. } => f.push(("FWDGUARD_NEW", value.to_string())),
-            Report::ConfigReloaded { origin, guards } => {
-                f.push(("FWDGUARD_CONFIG", origin.clone()));
-                f.push(("FWDGUARD_COUNT", guards.to_string()));
+            Report::KeyAvailable { value, .. } => {
+                d.push(field("FWDGUARD_NEW", Fact::Observed(value.to_string())));
             }
-            Report::ReloadFailed { origin, error } => {
-                f.push(("FWDGUARD_CONFIG", origin.clone()));
-                f.push(("FWDGUARD_ERROR", error.clone()));
-            }
-            Report::EventsLost { times } => f.push(("FWDGUARD_COUNT", times.to_string())),
-            Report::OutputLost { output, lost } => {
-                f.push(("FWDGUARD_OUTPUT", output.clone()));
-                f.push(("FWDGUARD_COUNT", lost.to_string()));
-            }
+            Report::ConfigReloaded { origin, guards } => d.extend([
+                journal_only("FWDGUARD_CONFIG", origin),
+                field("FWDGUARD_COUNT", Fact::Count(*guards as u64)),
+            ]),
+            Report::ReloadFailed { origin, error } => d.extend([
+                journal_only("FWDGUARD_CONFIG", origin),
+                field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+            ]),
+            Report::EventsLost { times } => d.push(field("FWDGUARD_COUNT", Fact::Count(*times))),
+            Report::OutputLost { output, lost } => d.extend([
+                journal_only("FWDGUARD_OUTPUT", output),
+                field("FWDGUARD_COUNT", Fact::Count(*lost)),
+            ]),
             Report::WriteReplaced { want, writer, .. } => {
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Prevent.as_str().into()));
-                writer_fields(writer, &mut f);
+                d.extend([
+                    field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                    field("FWDGUARD_ACTION", Fact::Action(Action::Prevent.as_str())),
+                    webhook_only(Fact::Cause(writer.to_string())),
+                ]);
+                writer_details(writer, &mut d);
             }
             Report::WriteSeen {
                 want,
@@ -612,49 +632,59 @@ impl Report {
                 writer,
                 ..
             } => {
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                writer_fields(writer, &mut f);
+                d.extend([
+                    field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                    field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                    webhook_only(Fact::Cause(writer.to_string())),
+                ]);
+                writer_details(writer, &mut d);
             }
             Report::HookAttached {
                 cgroup,
                 netns,
                 prevent,
                 audit,
-            } => {
-                f.push(("FWDGUARD_CGROUP", cgroup.clone()));
-                f.push(("FWDGUARD_NETNS", netns.to_string()));
-                f.push(("FWDGUARD_COUNT", (prevent + audit).to_string()));
-            }
+            } => d.extend([
+                journal_only("FWDGUARD_CGROUP", cgroup),
+                journal_only("FWDGUARD_NETNS", netns),
+                field("FWDGUARD_COUNT", Fact::Count((prevent + audit) as u64)),
+            ]),
             Report::PreventUnavailable { keys, error, .. } => {
                 let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
-                f.push(("FWDGUARD_KEY", keys.join(" ")));
-                f.push(("FWDGUARD_ERROR", error.clone()));
+                d.extend([
+                    // Every key, in the journal only: the payloads' `key` stays empty.
+                    journal_only("FWDGUARD_KEY", keys.join(" ")),
+                    field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+                ]);
             }
             Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => {
-                f.push(("FWDGUARD_PERSISTED", c.value.clone()));
-                f.push(("FWDGUARD_WANT", c.want.to_string()));
-                f.push(("FWDGUARD_SOURCE", c.source.clone()));
-                f.push(("FWDGUARD_APPLIERS", c.appliers.join(", ")));
+                let appliers = c.appliers.join(", ");
+                d.extend([
+                    field("FWDGUARD_PERSISTED", Fact::Observed(c.value.clone())),
+                    field("FWDGUARD_WANT", Fact::Wanted(c.want.to_string())),
+                    journal_only("FWDGUARD_SOURCE", &c.source),
+                    journal_only("FWDGUARD_APPLIERS", &appliers),
+                    webhook_only(Fact::Cause(format!("{} (for {appliers})", c.source))),
+                ]);
             }
             Report::Hazard {
                 source,
                 hazard,
                 fix,
-            } => {
-                f.push(("FWDGUARD_SOURCE", source.clone()));
-                f.push(("FWDGUARD_HAZARD", hazard.clone()));
-                f.push(("FWDGUARD_FIX", fix.clone()));
-            }
+            } => d.extend([
+                journal_only("FWDGUARD_SOURCE", source),
+                field("FWDGUARD_HAZARD", Fact::Error(hazard.clone())),
+                journal_only("FWDGUARD_FIX", fix),
+            ]),
         }
         if let Some(cause) = self.cause() {
-            f.push(("FWDGUARD_CAUSE", cause.to_string()));
+            d.push(field("FWDGUARD_CAUSE", Fact::Cause(cause.to_string())));
             match cause {
-                Cause::ServiceJob { unit, .. } => f.push(("FWDGUARD_UNIT", unit.clone())),
-                Cause::Writer(w) => writer_fields(w, &mut f),
+                Cause::ServiceJob { unit, .. } => d.push(journal_only("FWDGUARD_UNIT", unit)),
+                Cause::Writer(w) => writer_details(w, &mut d),
             }
         }
-        f
+        d
     }
 
     /// Why the key changed, when a source could tell.
@@ -669,25 +699,97 @@ impl Report {
     }
 }
 
-/// `FWDGUARD_WRITER_*`: who wrote, for journal queries such as
-/// `journalctl FWDGUARD_WRITER_COMM=sysctl` or `FWDGUARD_WRITER_UNIT=network.service`.
-fn writer_fields(w: &Writer, f: &mut Vec<(&'static str, String)>) {
-    f.push(("FWDGUARD_WRITTEN", w.written.clone()));
-    f.push(("FWDGUARD_WRITER_PID", w.pid.to_string()));
-    f.push(("FWDGUARD_WRITER_PPID", w.ppid.to_string()));
-    f.push(("FWDGUARD_WRITER_COMM", w.comm.clone()));
-    f.push(("FWDGUARD_WRITER_UID", w.uid.to_string()));
-    if let Some(p) = &w.parent_comm {
-        f.push(("FWDGUARD_WRITER_PARENT_COMM", p.clone()));
+/// What one detail of a report means: the webhook payloads place it by this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Key(String),
+    /// The value the guard wants.
+    Wanted(String),
+    /// The value seen instead, or the value now of a key that is back.
+    Observed(String),
+    Action(&'static str),
+    /// How the change was seen.
+    Trigger(&'static str),
+    /// How long the key had the wrong value.
+    WrongFor(Duration),
+    Attempts(u32),
+    Count(u64),
+    Error(String),
+    /// Why it happened, when a source could tell: a service job, a writing process.
+    Cause(String),
+    /// Who wrote the key, when the BPF hook saw it.
+    Writer(Writer),
+    /// Said in the journal only.
+    Other(String),
+}
+
+impl Fact {
+    /// As the journal field has it.
+    fn journal_value(self) -> String {
+        match self {
+            Fact::Key(s)
+            | Fact::Wanted(s)
+            | Fact::Observed(s)
+            | Fact::Error(s)
+            | Fact::Cause(s)
+            | Fact::Other(s) => s,
+            Fact::Action(s) | Fact::Trigger(s) => s.into(),
+            Fact::WrongFor(d) => d.as_micros().to_string(),
+            Fact::Attempts(n) => n.to_string(),
+            Fact::Count(n) => n.to_string(),
+            Fact::Writer(w) => w.to_string(),
+        }
     }
-    if let Some(u) = &w.unit {
-        f.push(("FWDGUARD_WRITER_UNIT", u.clone()));
+}
+
+/// One detail of a report: what it means, and the journal field that carries it (`None`: the
+/// webhook payloads only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    pub journal: Option<&'static str>,
+    pub fact: Fact,
+}
+
+/// A detail in the journal as `journal` and in the webhook payloads.
+fn field(journal: &'static str, fact: Fact) -> Detail {
+    Detail {
+        journal: Some(journal),
+        fact,
     }
-    if let Some(c) = &w.cgroup {
-        f.push(("FWDGUARD_WRITER_CGROUP", c.clone()));
+}
+
+fn journal_only(journal: &'static str, value: impl ToString) -> Detail {
+    field(journal, Fact::Other(value.to_string()))
+}
+
+fn webhook_only(fact: Fact) -> Detail {
+    Detail {
+        journal: None,
+        fact,
     }
-    if let Some(c) = &w.container {
-        f.push(("FWDGUARD_WRITER_CONTAINER", c.clone()));
+}
+
+/// The writer for the webhook payloads, and its `FWDGUARD_WRITER_*` fields for journal queries
+/// such as `journalctl FWDGUARD_WRITER_COMM=sysctl` or `FWDGUARD_WRITER_UNIT=network.service`.
+fn writer_details(w: &Writer, d: &mut Vec<Detail>) {
+    d.extend([
+        webhook_only(Fact::Writer(w.clone())),
+        journal_only("FWDGUARD_WRITTEN", &w.written),
+        journal_only("FWDGUARD_WRITER_PID", w.pid),
+        journal_only("FWDGUARD_WRITER_PPID", w.ppid),
+        journal_only("FWDGUARD_WRITER_COMM", &w.comm),
+        journal_only("FWDGUARD_WRITER_UID", w.uid),
+    ]);
+    let optional = [
+        ("FWDGUARD_WRITER_PARENT_COMM", &w.parent_comm),
+        ("FWDGUARD_WRITER_UNIT", &w.unit),
+        ("FWDGUARD_WRITER_CGROUP", &w.cgroup),
+        ("FWDGUARD_WRITER_CONTAINER", &w.container),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            d.push(journal_only(name, value));
+        }
     }
 }
 
