@@ -1,6 +1,10 @@
 //! What fwdguard tells operators: one `Report` per event, each type with a stable journal
 //! `MESSAGE_ID` (documented in `systemd/fwdguard.catalog`), a syslog priority and structured
 //! fields. Sinks (the journal, stderr, and later webhooks) carry reports out.
+//!
+//! What is fixed for a kind of report (name, `MESSAGE_ID`, priority, ...) is its row of
+//! [`Event::info`]; what one report says beyond its sentence is [`Report::details`], from which
+//! the journal fields and the webhook payloads are made.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,6 +14,7 @@ use serde::Deserialize;
 use crate::guard::Action;
 use crate::key::SysctlKey;
 pub use crate::observation::{Cause, Trigger, Writer};
+use crate::payload::alertmanager::Effect;
 use crate::value::Value;
 
 /// `1 guarded key`, `2 guarded keys`.
@@ -173,31 +178,10 @@ pub mod message_id {
     pub const PERSISTED_CONFLICT: &str = "0492fcc418a84ddeaa94cef6744cd12b";
     pub const PERSISTED_CONFLICT_GONE: &str = "f0a73969dfcc487bbe59d8dfa26a39d7";
     pub const HAZARD: &str = "15fbb4fc32bd4dfa83b78159a30d4966";
-
-    pub const ALL: [&str; 19] = [
-        DRIFT_RESTORED,
-        DRIFT_ALERTED,
-        RESTORE_FAILED,
-        RECOVERED,
-        FLAPPING,
-        FLAPPING_ENDED,
-        KEY_UNAVAILABLE,
-        KEY_AVAILABLE,
-        CONFIG_RELOADED,
-        RELOAD_FAILED,
-        EVENTS_LOST,
-        OUTPUT_LOST,
-        WRITE_REPLACED,
-        WRITE_SEEN,
-        PREVENT_UNAVAILABLE,
-        HOOK_ATTACHED,
-        PERSISTED_CONFLICT,
-        PERSISTED_CONFLICT_GONE,
-        HAZARD,
-    ];
 }
 
-/// A kind of report, by the name `events = [...]` uses.
+/// A kind of report, by the name `events = [...]` uses. What a kind is to each output is its
+/// row of [`Event::info`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Event {
@@ -220,15 +204,30 @@ pub enum Event {
     WriteSeen,
     HookAttached,
     PreventUnavailable,
-    /// `fwdguard alert test`; not selectable in `events`, always delivered.
+    /// `fwdguard alert test`; not selectable in `events`, always delivered. Stays last.
     #[serde(skip)]
     Test,
 }
 
+/// What every report of one kind shares: a row of [`Event::info`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// As `events = [...]`, the payloads' `event` and the logs name the kind.
+    pub name: &'static str,
+    /// The journal's `MESSAGE_ID`, with an entry in `systemd/fwdguard.catalog`. `None` only
+    /// for the test alert, which is no report.
+    pub message_id: Option<&'static str>,
+    pub priority: Priority,
+    /// Whether a webhook without `events` gets it: everything at warning or above, plus the
+    /// reports that say a problem is over.
+    pub default: bool,
+    /// What it does to the alerts of an `alertmanager` endpoint.
+    pub alerts: &'static [Effect],
+}
+
 impl Event {
-    /// What a webhook gets without `events`: everything at warning or above, plus the reports
-    /// that say a problem is over.
-    pub const DEFAULT: [Event; 16] = [
+    /// Every kind, in the order of the declaration (checked when compiling).
+    pub const ALL: [Event; 20] = [
         Event::DriftRestored,
         Event::DriftAlerted,
         Event::RestoreFailed,
@@ -236,6 +235,8 @@ impl Event {
         Event::Flapping,
         Event::FlappingEnded,
         Event::KeyUnavailable,
+        Event::KeyAvailable,
+        Event::ConfigReloaded,
         Event::ReloadFailed,
         Event::EventsLost,
         Event::OutputLost,
@@ -244,8 +245,180 @@ impl Event {
         Event::Hazard,
         Event::WriteReplaced,
         Event::WriteSeen,
+        Event::HookAttached,
         Event::PreventUnavailable,
+        Event::Test,
     ];
+
+    /// The table of kinds: one row each.
+    pub fn info(self) -> KindInfo {
+        use crate::payload::alertmanager::{self as am, Severity};
+        use Effect::{Fire, FireFor, Resolve};
+        match self {
+            Event::DriftRestored => KindInfo {
+                name: "drift-restored",
+                message_id: Some(message_id::DRIFT_RESTORED),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[
+                    Resolve(am::KEY_WRONG),
+                    FireFor(am::KEY_RESTORED, Severity::Warning, am::EVENT_LASTS),
+                ],
+            },
+            Event::DriftAlerted => KindInfo {
+                name: "drift-alerted",
+                message_id: Some(message_id::DRIFT_ALERTED),
+                // Forwarding is off and stays off until someone acts.
+                priority: Priority::Err,
+                default: true,
+                alerts: &[Fire(am::KEY_WRONG, Severity::Critical)],
+            },
+            Event::RestoreFailed => KindInfo {
+                name: "restore-failed",
+                message_id: Some(message_id::RESTORE_FAILED),
+                priority: Priority::Crit,
+                default: true,
+                alerts: &[Fire(am::KEY_WRONG, Severity::Critical)],
+            },
+            Event::Recovered => KindInfo {
+                name: "recovered",
+                message_id: Some(message_id::RECOVERED),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::KEY_WRONG)],
+            },
+            Event::Flapping => KindInfo {
+                name: "flapping",
+                message_id: Some(message_id::FLAPPING),
+                priority: Priority::Err,
+                default: true,
+                // Critical under `alert`: see `alertmanager::effects`.
+                alerts: &[Fire(am::KEY_FLAPPING, Severity::Warning)],
+            },
+            Event::FlappingEnded => KindInfo {
+                name: "flapping-ended",
+                message_id: Some(message_id::FLAPPING_ENDED),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::KEY_FLAPPING)],
+            },
+            Event::KeyUnavailable => KindInfo {
+                name: "key-unavailable",
+                message_id: Some(message_id::KEY_UNAVAILABLE),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[Fire(am::KEY_UNAVAILABLE, Severity::Warning)],
+            },
+            Event::KeyAvailable => KindInfo {
+                name: "key-available",
+                message_id: Some(message_id::KEY_AVAILABLE),
+                priority: Priority::Notice,
+                default: false,
+                alerts: &[Resolve(am::KEY_UNAVAILABLE)],
+            },
+            Event::ConfigReloaded => KindInfo {
+                name: "config-reloaded",
+                message_id: Some(message_id::CONFIG_RELOADED),
+                priority: Priority::Info,
+                default: false,
+                alerts: &[Resolve(am::RELOAD_FAILED)],
+            },
+            Event::ReloadFailed => KindInfo {
+                name: "reload-failed",
+                message_id: Some(message_id::RELOAD_FAILED),
+                priority: Priority::Err,
+                default: true,
+                alerts: &[Fire(am::RELOAD_FAILED, Severity::Warning)],
+            },
+            Event::EventsLost => KindInfo {
+                name: "events-lost",
+                message_id: Some(message_id::EVENTS_LOST),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::EVENTS_LOST, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::OutputLost => KindInfo {
+                name: "output-lost",
+                message_id: Some(message_id::OUTPUT_LOST),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::OUTPUT_LOST, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::PersistedConflict => KindInfo {
+                name: "persisted-conflict",
+                message_id: Some(message_id::PERSISTED_CONFLICT),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[Fire(am::PERSISTED_CONFLICT, Severity::Warning)],
+            },
+            Event::PersistedConflictGone => KindInfo {
+                name: "persisted-conflict-gone",
+                message_id: Some(message_id::PERSISTED_CONFLICT_GONE),
+                priority: Priority::Notice,
+                default: true,
+                alerts: &[Resolve(am::PERSISTED_CONFLICT)],
+            },
+            Event::Hazard => KindInfo {
+                name: "hazard",
+                message_id: Some(message_id::HAZARD),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(am::HAZARD, Severity::Warning, am::EVENT_LASTS)],
+            },
+            Event::WriteReplaced => KindInfo {
+                name: "write-replaced",
+                message_id: Some(message_id::WRITE_REPLACED),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(
+                    am::WRITE_REPLACED,
+                    Severity::Warning,
+                    am::EVENT_LASTS,
+                )],
+            },
+            Event::WriteSeen => KindInfo {
+                name: "write-seen",
+                message_id: Some(message_id::WRITE_SEEN),
+                priority: Priority::Warning,
+                default: true,
+                // The drift reports that follow a seen write carry the alert.
+                alerts: &[],
+            },
+            Event::HookAttached => KindInfo {
+                name: "hook-attached",
+                message_id: Some(message_id::HOOK_ATTACHED),
+                priority: Priority::Info,
+                default: false,
+                alerts: &[],
+            },
+            Event::PreventUnavailable => KindInfo {
+                name: "prevent-unavailable",
+                message_id: Some(message_id::PREVENT_UNAVAILABLE),
+                priority: Priority::Warning,
+                default: true,
+                alerts: &[FireFor(
+                    am::PREVENT_UNAVAILABLE,
+                    Severity::Warning,
+                    am::EVENT_LASTS,
+                )],
+            },
+            Event::Test => KindInfo {
+                name: "test",
+                message_id: None,
+                priority: Priority::Info,
+                default: false,
+                alerts: &[FireFor(am::TEST, Severity::Info, am::TEST_LASTS)],
+            },
+        }
+    }
+
+    /// What a webhook gets without `events`.
+    pub fn defaults() -> Vec<Event> {
+        Event::ALL
+            .into_iter()
+            .filter(|e| e.info().default)
+            .collect()
+    }
 
     pub fn of(report: &Report) -> Event {
         match report {
@@ -272,30 +445,20 @@ impl Event {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Event::DriftRestored => "drift-restored",
-            Event::DriftAlerted => "drift-alerted",
-            Event::RestoreFailed => "restore-failed",
-            Event::Recovered => "recovered",
-            Event::Flapping => "flapping",
-            Event::FlappingEnded => "flapping-ended",
-            Event::KeyUnavailable => "key-unavailable",
-            Event::KeyAvailable => "key-available",
-            Event::ConfigReloaded => "config-reloaded",
-            Event::ReloadFailed => "reload-failed",
-            Event::EventsLost => "events-lost",
-            Event::OutputLost => "output-lost",
-            Event::PersistedConflict => "persisted-conflict",
-            Event::PersistedConflictGone => "persisted-conflict-gone",
-            Event::Hazard => "hazard",
-            Event::WriteReplaced => "write-replaced",
-            Event::WriteSeen => "write-seen",
-            Event::HookAttached => "hook-attached",
-            Event::PreventUnavailable => "prevent-unavailable",
-            Event::Test => "test",
-        }
+        self.info().name
     }
 }
+
+// `Event::ALL` lists every kind once, in order: a kind added to `Event` and not to `ALL` stops
+// the build here.
+const _: () = {
+    assert!(Event::ALL.len() == Event::Test as usize + 1);
+    let mut i = 0;
+    while i < Event::ALL.len() {
+        assert!(Event::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// A duration as operators read it: `35µs`, `1.2ms`, `4s`.
 pub fn human(d: Duration) -> String {
@@ -311,52 +474,14 @@ pub fn human(d: Duration) -> String {
 
 impl Report {
     pub fn message_id(&self) -> &'static str {
-        use message_id::*;
-        match self {
-            Report::DriftRestored { .. } => DRIFT_RESTORED,
-            Report::DriftAlerted { .. } => DRIFT_ALERTED,
-            Report::RestoreFailed { .. } => RESTORE_FAILED,
-            Report::Recovered { .. } => RECOVERED,
-            Report::Flapping { .. } => FLAPPING,
-            Report::FlappingEnded { .. } => FLAPPING_ENDED,
-            Report::KeyUnavailable { .. } => KEY_UNAVAILABLE,
-            Report::KeyAvailable { .. } => KEY_AVAILABLE,
-            Report::ConfigReloaded { .. } => CONFIG_RELOADED,
-            Report::ReloadFailed { .. } => RELOAD_FAILED,
-            Report::EventsLost { .. } => EVENTS_LOST,
-            Report::OutputLost { .. } => OUTPUT_LOST,
-            Report::WriteReplaced { .. } => WRITE_REPLACED,
-            Report::WriteSeen { .. } => WRITE_SEEN,
-            Report::PreventUnavailable { .. } => PREVENT_UNAVAILABLE,
-            Report::HookAttached { .. } => HOOK_ATTACHED,
-            Report::PersistedConflict(_) => PERSISTED_CONFLICT,
-            Report::PersistedConflictGone(_) => PERSISTED_CONFLICT_GONE,
-            Report::Hazard { .. } => HAZARD,
+        match Event::of(self).info().message_id {
+            Some(id) => id,
+            None => unreachable!("only the test alert has no MESSAGE_ID, and it is no report"),
         }
     }
 
     pub fn priority(&self) -> Priority {
-        match self {
-            Report::RestoreFailed { .. } => Priority::Crit,
-            // Forwarding is off and stays off until someone acts.
-            Report::DriftAlerted { .. } | Report::Flapping { .. } | Report::ReloadFailed { .. } => {
-                Priority::Err
-            }
-            Report::DriftRestored { .. }
-            | Report::KeyUnavailable { .. }
-            | Report::EventsLost { .. }
-            | Report::OutputLost { .. }
-            | Report::WriteReplaced { .. }
-            | Report::WriteSeen { .. }
-            | Report::PreventUnavailable { .. }
-            | Report::PersistedConflict(_)
-            | Report::Hazard { .. } => Priority::Warning,
-            Report::Recovered { .. }
-            | Report::FlappingEnded { .. }
-            | Report::KeyAvailable { .. }
-            | Report::PersistedConflictGone(_) => Priority::Notice,
-            Report::ConfigReloaded { .. } | Report::HookAttached { .. } => Priority::Info,
-        }
+        Event::of(self).info().priority
     }
 
     /// The key this report is about, if any.
@@ -385,9 +510,18 @@ impl Report {
 
     /// Structured fields beyond MESSAGE, PRIORITY and MESSAGE_ID, named as the journal shows them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = Vec::new();
+        let details = self.details().into_iter();
+        details
+            .filter_map(|d| Some((d.journal?, d.fact.journal_value())))
+            .collect()
+    }
+
+    /// What the report says beyond its sentence, in the journal's order: what each detail
+    /// means (the webhook payloads place it by that) and the `FWDGUARD_*` field that carries it.
+    pub fn details(&self) -> Vec<Detail> {
+        let mut d = Vec::new();
         if let Some(key) = self.key() {
-            f.push(("FWDGUARD_KEY", key.to_string()));
+            d.push(field("FWDGUARD_KEY", Fact::Key(key.to_string())));
         }
         match self {
             Report::DriftRestored {
@@ -397,26 +531,26 @@ impl Report {
                 wrong_for,
                 attempts,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", old.to_string()));
-                f.push(("FWDGUARD_NEW", want.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
-                f.push(("FWDGUARD_ATTEMPTS", attempts.to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(old.to_string())),
+                journal_only("FWDGUARD_NEW", want),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Restore.as_str())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+                field("FWDGUARD_WRONG_USEC", Fact::WrongFor(*wrong_for)),
+                field("FWDGUARD_ATTEMPTS", Fact::Attempts(*attempts)),
+            ]),
             Report::DriftAlerted {
                 want,
                 value,
                 trigger,
                 ..
-            } => {
-                f.push(("FWDGUARD_NEW", value.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Alert.as_str().into()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-            }
+            } => d.extend([
+                field("FWDGUARD_NEW", Fact::Observed(value.to_string())),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Alert.as_str())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+            ]),
             Report::RestoreFailed {
                 want,
                 value,
@@ -424,66 +558,73 @@ impl Report {
                 attempt,
                 retry_in,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", value.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Restore.as_str().into()));
-                f.push(("FWDGUARD_ERROR", error.clone()));
-                f.push(("FWDGUARD_ATTEMPTS", attempt.to_string()));
-                f.push(("FWDGUARD_RETRY_USEC", retry_in.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(value.to_string())),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_ACTION", Fact::Action(Action::Restore.as_str())),
+                field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+                field("FWDGUARD_ATTEMPTS", Fact::Attempts(*attempt)),
+                journal_only("FWDGUARD_RETRY_USEC", retry_in.as_micros()),
+            ]),
             Report::Recovered {
                 want,
                 old,
                 trigger,
                 wrong_for,
                 ..
-            } => {
-                f.push(("FWDGUARD_OLD", old.to_string()));
-                f.push(("FWDGUARD_NEW", want.to_string()));
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_TRIGGER", trigger.as_str().into()));
-                f.push(("FWDGUARD_WRONG_USEC", wrong_for.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_OLD", Fact::Observed(old.to_string())),
+                journal_only("FWDGUARD_NEW", want),
+                field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                field("FWDGUARD_TRIGGER", Fact::Trigger(trigger.as_str())),
+                field("FWDGUARD_WRONG_USEC", Fact::WrongFor(*wrong_for)),
+            ]),
             Report::Flapping {
                 action,
                 drops,
                 window,
                 ..
-            } => {
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                f.push(("FWDGUARD_COUNT", drops.to_string()));
-                f.push(("FWDGUARD_WINDOW_USEC", window.as_micros().to_string()));
-            }
+            } => d.extend([
+                field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                field("FWDGUARD_COUNT", Fact::Count(u64::from(*drops))),
+                journal_only("FWDGUARD_WINDOW_USEC", window.as_micros()),
+            ]),
             Report::FlappingEnded {
                 action,
                 drops,
                 lasted,
                 ..
-            } => {
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                f.push(("FWDGUARD_COUNT", drops.to_string()));
-                f.push(("FWDGUARD_LASTED_USEC", lasted.as_micros().to_string()));
+            } => d.extend([
+                field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                field("FWDGUARD_COUNT", Fact::Count(*drops)),
+                journal_only("FWDGUARD_LASTED_USEC", lasted.as_micros()),
+            ]),
+            Report::KeyUnavailable { error, .. } => {
+                d.push(field("FWDGUARD_ERROR", Fact::Error(error.clone())));
             }
-            Report::KeyUnavailable { error, .. } => f.push(("FWDGUARD_ERROR", error.clone())),
-            Report::KeyAvailable { value, .. } => f.push(("FWDGUARD_NEW", value.to_string())),
-            Report::ConfigReloaded { origin, guards } => {
-                f.push(("FWDGUARD_CONFIG", origin.clone()));
-                f.push(("FWDGUARD_COUNT", guards.to_string()));
+            Report::KeyAvailable { value, .. } => {
+                d.push(field("FWDGUARD_NEW", Fact::Observed(value.to_string())));
             }
-            Report::ReloadFailed { origin, error } => {
-                f.push(("FWDGUARD_CONFIG", origin.clone()));
-                f.push(("FWDGUARD_ERROR", error.clone()));
-            }
-            Report::EventsLost { times } => f.push(("FWDGUARD_COUNT", times.to_string())),
-            Report::OutputLost { output, lost } => {
-                f.push(("FWDGUARD_OUTPUT", output.clone()));
-                f.push(("FWDGUARD_COUNT", lost.to_string()));
-            }
+            Report::ConfigReloaded { origin, guards } => d.extend([
+                journal_only("FWDGUARD_CONFIG", origin),
+                field("FWDGUARD_COUNT", Fact::Count(*guards as u64)),
+            ]),
+            Report::ReloadFailed { origin, error } => d.extend([
+                journal_only("FWDGUARD_CONFIG", origin),
+                field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+            ]),
+            Report::EventsLost { times } => d.push(field("FWDGUARD_COUNT", Fact::Count(*times))),
+            Report::OutputLost { output, lost } => d.extend([
+                journal_only("FWDGUARD_OUTPUT", output),
+                field("FWDGUARD_COUNT", Fact::Count(*lost)),
+            ]),
             Report::WriteReplaced { want, writer, .. } => {
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", Action::Prevent.as_str().into()));
-                writer_fields(writer, &mut f);
+                d.extend([
+                    field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                    field("FWDGUARD_ACTION", Fact::Action(Action::Prevent.as_str())),
+                    webhook_only(Fact::Cause(writer.to_string())),
+                ]);
+                writer_details(writer, &mut d);
             }
             Report::WriteSeen {
                 want,
@@ -491,49 +632,59 @@ impl Report {
                 writer,
                 ..
             } => {
-                f.push(("FWDGUARD_WANT", want.to_string()));
-                f.push(("FWDGUARD_ACTION", action.as_str().into()));
-                writer_fields(writer, &mut f);
+                d.extend([
+                    field("FWDGUARD_WANT", Fact::Wanted(want.to_string())),
+                    field("FWDGUARD_ACTION", Fact::Action(action.as_str())),
+                    webhook_only(Fact::Cause(writer.to_string())),
+                ]);
+                writer_details(writer, &mut d);
             }
             Report::HookAttached {
                 cgroup,
                 netns,
                 prevent,
                 audit,
-            } => {
-                f.push(("FWDGUARD_CGROUP", cgroup.clone()));
-                f.push(("FWDGUARD_NETNS", netns.to_string()));
-                f.push(("FWDGUARD_COUNT", (prevent + audit).to_string()));
-            }
+            } => d.extend([
+                journal_only("FWDGUARD_CGROUP", cgroup),
+                journal_only("FWDGUARD_NETNS", netns),
+                field("FWDGUARD_COUNT", Fact::Count((prevent + audit) as u64)),
+            ]),
             Report::PreventUnavailable { keys, error, .. } => {
                 let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
-                f.push(("FWDGUARD_KEY", keys.join(" ")));
-                f.push(("FWDGUARD_ERROR", error.clone()));
+                d.extend([
+                    // Every key, in the journal only: the payloads' `key` stays empty.
+                    journal_only("FWDGUARD_KEY", keys.join(" ")),
+                    field("FWDGUARD_ERROR", Fact::Error(error.clone())),
+                ]);
             }
             Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => {
-                f.push(("FWDGUARD_PERSISTED", c.value.clone()));
-                f.push(("FWDGUARD_WANT", c.want.to_string()));
-                f.push(("FWDGUARD_SOURCE", c.source.clone()));
-                f.push(("FWDGUARD_APPLIERS", c.appliers.join(", ")));
+                let appliers = c.appliers.join(", ");
+                d.extend([
+                    field("FWDGUARD_PERSISTED", Fact::Observed(c.value.clone())),
+                    field("FWDGUARD_WANT", Fact::Wanted(c.want.to_string())),
+                    journal_only("FWDGUARD_SOURCE", &c.source),
+                    journal_only("FWDGUARD_APPLIERS", &appliers),
+                    webhook_only(Fact::Cause(format!("{} (for {appliers})", c.source))),
+                ]);
             }
             Report::Hazard {
                 source,
                 hazard,
                 fix,
-            } => {
-                f.push(("FWDGUARD_SOURCE", source.clone()));
-                f.push(("FWDGUARD_HAZARD", hazard.clone()));
-                f.push(("FWDGUARD_FIX", fix.clone()));
-            }
+            } => d.extend([
+                journal_only("FWDGUARD_SOURCE", source),
+                field("FWDGUARD_HAZARD", Fact::Error(hazard.clone())),
+                journal_only("FWDGUARD_FIX", fix),
+            ]),
         }
         if let Some(cause) = self.cause() {
-            f.push(("FWDGUARD_CAUSE", cause.to_string()));
+            d.push(field("FWDGUARD_CAUSE", Fact::Cause(cause.to_string())));
             match cause {
-                Cause::ServiceJob { unit, .. } => f.push(("FWDGUARD_UNIT", unit.clone())),
-                Cause::Writer(w) => writer_fields(w, &mut f),
+                Cause::ServiceJob { unit, .. } => d.push(journal_only("FWDGUARD_UNIT", unit)),
+                Cause::Writer(w) => writer_details(w, &mut d),
             }
         }
-        f
+        d
     }
 
     /// Why the key changed, when a source could tell.
@@ -548,25 +699,97 @@ impl Report {
     }
 }
 
-/// `FWDGUARD_WRITER_*`: who wrote, for journal queries such as
-/// `journalctl FWDGUARD_WRITER_COMM=sysctl` or `FWDGUARD_WRITER_UNIT=network.service`.
-fn writer_fields(w: &Writer, f: &mut Vec<(&'static str, String)>) {
-    f.push(("FWDGUARD_WRITTEN", w.written.clone()));
-    f.push(("FWDGUARD_WRITER_PID", w.pid.to_string()));
-    f.push(("FWDGUARD_WRITER_PPID", w.ppid.to_string()));
-    f.push(("FWDGUARD_WRITER_COMM", w.comm.clone()));
-    f.push(("FWDGUARD_WRITER_UID", w.uid.to_string()));
-    if let Some(p) = &w.parent_comm {
-        f.push(("FWDGUARD_WRITER_PARENT_COMM", p.clone()));
+/// What one detail of a report means: the webhook payloads place it by this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Key(String),
+    /// The value the guard wants.
+    Wanted(String),
+    /// The value seen instead, or the value now of a key that is back.
+    Observed(String),
+    Action(&'static str),
+    /// How the change was seen.
+    Trigger(&'static str),
+    /// How long the key had the wrong value.
+    WrongFor(Duration),
+    Attempts(u32),
+    Count(u64),
+    Error(String),
+    /// Why it happened, when a source could tell: a service job, a writing process.
+    Cause(String),
+    /// Who wrote the key, when the BPF hook saw it.
+    Writer(Writer),
+    /// Said in the journal only.
+    Other(String),
+}
+
+impl Fact {
+    /// As the journal field has it.
+    fn journal_value(self) -> String {
+        match self {
+            Fact::Key(s)
+            | Fact::Wanted(s)
+            | Fact::Observed(s)
+            | Fact::Error(s)
+            | Fact::Cause(s)
+            | Fact::Other(s) => s,
+            Fact::Action(s) | Fact::Trigger(s) => s.into(),
+            Fact::WrongFor(d) => d.as_micros().to_string(),
+            Fact::Attempts(n) => n.to_string(),
+            Fact::Count(n) => n.to_string(),
+            Fact::Writer(w) => w.to_string(),
+        }
     }
-    if let Some(u) = &w.unit {
-        f.push(("FWDGUARD_WRITER_UNIT", u.clone()));
+}
+
+/// One detail of a report: what it means, and the journal field that carries it (`None`: the
+/// webhook payloads only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    pub journal: Option<&'static str>,
+    pub fact: Fact,
+}
+
+/// A detail in the journal as `journal` and in the webhook payloads.
+fn field(journal: &'static str, fact: Fact) -> Detail {
+    Detail {
+        journal: Some(journal),
+        fact,
     }
-    if let Some(c) = &w.cgroup {
-        f.push(("FWDGUARD_WRITER_CGROUP", c.clone()));
+}
+
+fn journal_only(journal: &'static str, value: impl ToString) -> Detail {
+    field(journal, Fact::Other(value.to_string()))
+}
+
+fn webhook_only(fact: Fact) -> Detail {
+    Detail {
+        journal: None,
+        fact,
     }
-    if let Some(c) = &w.container {
-        f.push(("FWDGUARD_WRITER_CONTAINER", c.clone()));
+}
+
+/// The writer for the webhook payloads, and its `FWDGUARD_WRITER_*` fields for journal queries
+/// such as `journalctl FWDGUARD_WRITER_COMM=sysctl` or `FWDGUARD_WRITER_UNIT=network.service`.
+fn writer_details(w: &Writer, d: &mut Vec<Detail>) {
+    d.extend([
+        webhook_only(Fact::Writer(w.clone())),
+        journal_only("FWDGUARD_WRITTEN", &w.written),
+        journal_only("FWDGUARD_WRITER_PID", w.pid),
+        journal_only("FWDGUARD_WRITER_PPID", w.ppid),
+        journal_only("FWDGUARD_WRITER_COMM", &w.comm),
+        journal_only("FWDGUARD_WRITER_UID", w.uid),
+    ]);
+    let optional = [
+        ("FWDGUARD_WRITER_PARENT_COMM", &w.parent_comm),
+        ("FWDGUARD_WRITER_UNIT", &w.unit),
+        ("FWDGUARD_WRITER_CGROUP", &w.cgroup),
+        ("FWDGUARD_WRITER_CONTAINER", &w.container),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            d.push(journal_only(name, value));
+        }
     }
 }
 
@@ -900,6 +1123,13 @@ mod tests {
     }
 
     // tests/catalog.rs ties every MESSAGE_ID to the catalog, both ways.
+
+    #[test]
+    fn every_kind_but_the_test_alert_has_a_message_id() {
+        for e in Event::ALL {
+            assert_eq!(e.info().message_id.is_none(), e == Event::Test, "{e:?}");
+        }
+    }
 
     #[test]
     fn a_service_job_is_named_after_the_value() {

@@ -38,8 +38,9 @@ pub const WRITE_REPLACED: &str = "FwdguardWriteReplaced";
 pub const PREVENT_UNAVAILABLE: &str = "FwdguardPreventUnavailable";
 pub const TEST: &str = "FwdguardTest";
 
+/// The `severity` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
+pub enum Severity {
     Critical,
     Warning,
     Info,
@@ -55,66 +56,41 @@ impl Severity {
     }
 }
 
-/// What a notice does to the alerts.
+/// What a notice does to the alerts; each kind's are in its row of [`Event::info`].
+///
+/// [`Event::info`]: crate::report::Event::info
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Effect {
+pub enum Effect {
     /// Firing until resolved.
     Fire(&'static str, Severity),
     /// Resolves the alert of that name for the same key, if it fires.
     Resolve(&'static str),
     /// Fires now and ends by itself after the given time.
-    Event(&'static str, Severity, Duration),
+    FireFor(&'static str, Severity, Duration),
 }
 
-fn effects(notice: &Notice) -> Vec<Effect> {
-    use Effect::*;
-    let Notice::Report(report) = notice else {
-        return vec![Event(TEST, Severity::Info, TEST_LASTS)];
-    };
-    match report {
-        Report::DriftAlerted { .. } | Report::RestoreFailed { .. } => {
-            vec![Fire(KEY_WRONG, Severity::Critical)]
-        }
-        Report::DriftRestored { .. } => vec![
-            Resolve(KEY_WRONG),
-            Event(KEY_RESTORED, Severity::Warning, EVENT_LASTS),
-        ],
-        Report::Recovered { .. } => vec![Resolve(KEY_WRONG)],
-        Report::Flapping { action, .. } => vec![Fire(
-            KEY_FLAPPING,
-            match action {
-                // Under `alert` each drop leaves the key wrong until someone acts.
-                Action::Alert => Severity::Critical,
-                Action::Restore | Action::Prevent => Severity::Warning,
-            },
-        )],
-        Report::FlappingEnded { .. } => vec![Resolve(KEY_FLAPPING)],
-        Report::KeyUnavailable { .. } => vec![Fire(KEY_UNAVAILABLE, Severity::Warning)],
-        Report::KeyAvailable { .. } => vec![Resolve(KEY_UNAVAILABLE)],
-        Report::ReloadFailed { .. } => vec![Fire(RELOAD_FAILED, Severity::Warning)],
-        Report::ConfigReloaded { .. } => vec![Resolve(RELOAD_FAILED)],
-        Report::EventsLost { .. } => vec![Event(EVENTS_LOST, Severity::Warning, EVENT_LASTS)],
-        Report::OutputLost { .. } => vec![Event(OUTPUT_LOST, Severity::Warning, EVENT_LASTS)],
-        Report::PersistedConflict(_) => vec![Fire(PERSISTED_CONFLICT, Severity::Warning)],
-        Report::PersistedConflictGone(_) => vec![Resolve(PERSISTED_CONFLICT)],
-        Report::Hazard { .. } => vec![Event(HAZARD, Severity::Warning, EVENT_LASTS)],
-        Report::WriteReplaced { .. } => {
-            vec![Event(WRITE_REPLACED, Severity::Warning, EVENT_LASTS)]
-        }
-        Report::PreventUnavailable { .. } => {
-            vec![Event(PREVENT_UNAVAILABLE, Severity::Warning, EVENT_LASTS)]
-        }
-        // The drift reports that follow a seen write carry the alert.
-        Report::WriteSeen { .. } | Report::HookAttached { .. } => Vec::new(),
-    }
+/// What a notice does: what its kind does, at a higher severity for a key that flaps under
+/// `alert`.
+fn effects(notice: &Notice) -> impl Iterator<Item = Effect> {
+    // Under `alert` each drop leaves the key wrong until someone acts.
+    let critical = matches!(
+        notice,
+        Notice::Report(Report::Flapping {
+            action: Action::Alert,
+            ..
+        })
+    );
+    let effects = notice.event().info().alerts.iter();
+    effects.map(move |&effect| match effect {
+        Effect::Fire(name, _) if critical => Effect::Fire(name, Severity::Critical),
+        _ => effect,
+    })
 }
 
 /// Whether a notice can end an alert, so an `alertmanager` endpoint must see it even when its
 /// `events` do not select it.
 pub fn resolves(notice: &Notice) -> bool {
-    effects(notice)
-        .iter()
-        .any(|e| matches!(e, Effect::Resolve(_)))
+    effects(notice).any(|e| matches!(e, Effect::Resolve(_)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -169,9 +145,9 @@ impl Alerts {
         let summary = notice.summary();
         for effect in effects(notice) {
             match effect {
-                Effect::Fire(name, severity) | Effect::Event(name, severity, _) if selected => {
+                Effect::Fire(name, severity) | Effect::FireFor(name, severity, _) if selected => {
                     let ends_at = match effect {
-                        Effect::Event(.., lasts) => Some(time + lasts),
+                        Effect::FireFor(.., lasts) => Some(time + lasts),
                         _ => None,
                     };
                     let id = AlertId {
@@ -199,7 +175,7 @@ impl Alerts {
                     alert.ends_at = ends_at;
                     alert.dirty = true;
                 }
-                Effect::Fire(..) | Effect::Event(..) => {}
+                Effect::Fire(..) | Effect::FireFor(..) => {}
                 Effect::Resolve(name) => {
                     let id = AlertId {
                         name,

@@ -8,10 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::Action;
-use crate::observation::{Cause, Writer};
-use crate::report::Event;
-use crate::report::{Priority, Report};
+use crate::observation::Writer;
+use crate::report::{Event, Fact, Priority, Report};
 
 /// The `version` of the `json` payload. Bumped only for changes that break a consumer
 /// (a field removed or changing meaning); new fields may appear in the same version.
@@ -45,10 +43,7 @@ impl Notice {
     }
 
     pub fn priority(&self) -> Priority {
-        match self {
-            Notice::Report(r) => r.priority(),
-            Notice::Test => Priority::Info,
-        }
+        self.event().info().priority
     }
 
     pub fn summary(&self) -> String {
@@ -123,109 +118,25 @@ pub struct Details {
 
 impl Details {
     pub fn of(notice: &Notice) -> Self {
+        let mut d = Self::default();
         let Notice::Report(report) = notice else {
-            return Self::default();
+            return d;
         };
-        let mut d = Details {
-            key: report.key().map(ToString::to_string),
-            cause: report.cause().map(ToString::to_string),
-            writer: match report.cause() {
-                Some(Cause::Writer(w)) => Some((**w).clone()),
-                _ => None,
-            },
-            ..Self::default()
-        };
-        match report {
-            Report::DriftRestored {
-                want,
-                old,
-                trigger,
-                wrong_for,
-                attempts,
-                ..
-            } => {
-                d.wanted = Some(want.to_string());
-                d.observed = Some(old.to_string());
-                d.action = Some(Action::Restore.as_str());
-                d.trigger = Some(trigger.as_str());
-                d.wrong_for = Some(*wrong_for);
-                d.attempts = Some(*attempts);
+        for detail in report.details() {
+            match detail.fact {
+                Fact::Key(key) => d.key = Some(key),
+                Fact::Wanted(value) => d.wanted = Some(value),
+                Fact::Observed(value) => d.observed = Some(value),
+                Fact::Action(action) => d.action = Some(action),
+                Fact::Trigger(trigger) => d.trigger = Some(trigger),
+                Fact::WrongFor(wrong_for) => d.wrong_for = Some(wrong_for),
+                Fact::Attempts(attempts) => d.attempts = Some(attempts),
+                Fact::Count(count) => d.count = Some(count),
+                Fact::Error(error) => d.error = Some(error),
+                Fact::Cause(cause) => d.cause = Some(cause),
+                Fact::Writer(writer) => d.writer = Some(writer),
+                Fact::Other(_) => {}
             }
-            Report::DriftAlerted {
-                want,
-                value,
-                trigger,
-                ..
-            } => {
-                d.wanted = Some(want.to_string());
-                d.observed = Some(value.to_string());
-                d.action = Some(Action::Alert.as_str());
-                d.trigger = Some(trigger.as_str());
-            }
-            Report::RestoreFailed {
-                want,
-                value,
-                error,
-                attempt,
-                ..
-            } => {
-                d.wanted = Some(want.to_string());
-                d.observed = Some(value.to_string());
-                d.action = Some(Action::Restore.as_str());
-                d.attempts = Some(*attempt);
-                d.error = Some(error.clone());
-            }
-            Report::Recovered {
-                want,
-                old,
-                trigger,
-                wrong_for,
-                ..
-            } => {
-                d.wanted = Some(want.to_string());
-                d.observed = Some(old.to_string());
-                d.trigger = Some(trigger.as_str());
-                d.wrong_for = Some(*wrong_for);
-            }
-            Report::Flapping { action, drops, .. } => {
-                d.action = Some(action.as_str());
-                d.count = Some(u64::from(*drops));
-            }
-            Report::FlappingEnded { action, drops, .. } => {
-                d.action = Some(action.as_str());
-                d.count = Some(*drops);
-            }
-            Report::KeyUnavailable { error, .. } => d.error = Some(error.clone()),
-            Report::KeyAvailable { value, .. } => d.observed = Some(value.to_string()),
-            Report::ConfigReloaded { guards, .. } => d.count = Some(*guards as u64),
-            Report::ReloadFailed { error, .. } => d.error = Some(error.clone()),
-            Report::EventsLost { times } => d.count = Some(*times),
-            Report::OutputLost { lost, .. } => d.count = Some(*lost),
-            Report::PersistedConflict(c) | Report::PersistedConflictGone(c) => {
-                d.wanted = Some(c.want.to_string());
-                d.observed = Some(c.value.clone());
-                d.cause = Some(format!("{} (for {})", c.source, c.appliers.join(", ")));
-            }
-            Report::Hazard { hazard, .. } => d.error = Some(hazard.clone()),
-            Report::WriteReplaced { want, writer, .. } => {
-                d.wanted = Some(want.to_string());
-                d.action = Some(Action::Prevent.as_str());
-                d.cause = Some(writer.to_string());
-                d.writer = Some((**writer).clone());
-            }
-            Report::WriteSeen {
-                want,
-                action,
-                writer,
-                ..
-            } => {
-                d.wanted = Some(want.to_string());
-                d.action = Some(action.as_str());
-                d.cause = Some(writer.to_string());
-                d.writer = Some((**writer).clone());
-            }
-            Report::HookAttached { prevent, audit, .. } => d.count = Some((prevent + audit) as u64),
-            Report::PreventUnavailable { error, .. } => d.error = Some(error.clone()),
         }
         d
     }
@@ -243,10 +154,7 @@ pub fn json(
     let payload = JsonPayload {
         version: JSON_VERSION,
         event: notice.event().as_str(),
-        message_id: match notice {
-            Notice::Report(r) => Some(r.message_id()),
-            Notice::Test => None,
-        },
+        message_id: notice.event().info().message_id,
         priority: priority_name(notice.priority()),
         summary: notice.summary(),
         host: origin.host.clone(),
