@@ -198,7 +198,6 @@ fn run_daemon(explicit: Option<PathBuf>) -> u8 {
         }
     };
     let mut setup = Setup::new(config, explicit, sink);
-    crate::metrics::follow(setup.snapshots());
     // Sources of other layers are spawned here, in the runtime, with `setup.observer()`;
     // readers of the guard's state take `setup.snapshots()`.
     let run = async {

@@ -469,7 +469,7 @@ impl<K: Knobs> Guardian<K> {
                 guard.action.as_str()
             );
         }
-        self.sinks = output::configured_sinks(&config);
+        self.sinks = output::configured_sinks(&config, &self.snapshot.subscribe());
         self.config = config;
         self.install_hook();
         self.files.clear();

@@ -27,25 +27,6 @@ use crate::alert::delivery::Endpoint;
 use crate::snapshot::{GuardSnapshot, KeyState, Snapshot};
 pub use crate::snapshot::{WRONG_BUCKETS, WrongTime};
 
-/// The guard's snapshots, for a metrics server started later from the configuration.
-static FOLLOWED: std::sync::Mutex<Option<watch::Receiver<Snapshot>>> = std::sync::Mutex::new(None);
-
-/// Makes `/metrics` show what the daemon publishes. Called once, before the daemon starts.
-pub fn follow(snapshots: watch::Receiver<Snapshot>) {
-    *FOLLOWED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshots);
-}
-
-/// The snapshots given to [`follow`], or an empty guard state if none were.
-pub fn followed() -> watch::Receiver<Snapshot> {
-    FOLLOWED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-        .unwrap_or_else(|| watch::channel(Snapshot::default()).1)
-}
-
 /// The endpoints in force, read on each scrape.
 pub type Endpoints = Arc<dyn Fn() -> Vec<Arc<Endpoint>> + Send + Sync>;
 

@@ -81,14 +81,14 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     )
     .expect("config");
     let hooks = fwdguard::config::load(&config).expect("valid").webhooks;
-    let delivery = Arc::new(Delivery::start().expect("delivery"));
+    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
+    let delivery = Arc::new(Delivery::start(snapshots.clone()).expect("delivery"));
     let mut sinks = delivery.sinks(&hooks);
     for s in &mut sinks {
         s.emit(&Report::EventsLost { times: 1 });
     }
     rx.wait_for(1, Duration::from_secs(5));
     let d = delivery.clone();
-    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
     let exporter = Arc::new(Exporter::new(snapshots, Arc::new(move || d.endpoints())));
     let server = serve(
         delivery.runtime(),

@@ -16,10 +16,13 @@ pub mod queue;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::sync::watch;
+
 use self::delivery::{Endpoint, Outcome, Queued, Sender};
 use crate::config::webhook::{Format, Webhook};
 use crate::payload::{Notice, Reporter};
 use crate::report::{Report, Sink};
+use crate::snapshot::Snapshot;
 
 /// The delivery thread: a current-thread tokio runtime of its own that runs every endpoint's
 /// task (and the metrics server).
@@ -36,6 +39,9 @@ use crate::report::{Report, Sink};
 pub struct Delivery {
     runtime: tokio::runtime::Handle,
     origin: Arc<Reporter>,
+    /// The guard's state: what `/metrics` shows, and what Alertmanager alerts are checked
+    /// against before they are sent again.
+    snapshots: watch::Receiver<Snapshot>,
     endpoints: Mutex<Vec<Arc<Endpoint>>>,
     /// The `/metrics` server in force and the address it was asked for.
     metrics: Mutex<Option<(std::net::SocketAddr, crate::metrics::Server)>>,
@@ -44,14 +50,18 @@ pub struct Delivery {
 
 /// Puts the configuration's webhooks and metrics in force and returns the webhooks' sinks:
 /// what `output::configured_sinks` hands the guard, at start and on every reload. Without
-/// webhooks or metrics no delivery thread is started.
-pub fn configure(config: &crate::config::Config) -> Vec<Box<dyn Sink>> {
+/// webhooks or metrics no delivery thread is started. `snapshots`: the guard's state, taken
+/// by the delivery thread when it starts.
+pub fn configure(
+    config: &crate::config::Config,
+    snapshots: &watch::Receiver<Snapshot>,
+) -> Vec<Box<dyn Sink>> {
     static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     use std::sync::atomic::Ordering;
     if config.webhooks.is_empty() && config.metrics.is_none() && !STARTED.load(Ordering::Relaxed) {
         return Vec::new();
     }
-    let delivery = match Delivery::global() {
+    let delivery = match Delivery::global(snapshots) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!("webhooks and metrics are off: {e}");
@@ -64,8 +74,9 @@ pub fn configure(config: &crate::config::Config) -> Vec<Box<dyn Sink>> {
 }
 
 impl Delivery {
-    /// Starts the delivery thread.
-    pub fn start() -> std::io::Result<Self> {
+    /// Starts the delivery thread. `snapshots`: the guard's state, for `/metrics` and for
+    /// Alertmanager alerts.
+    pub fn start(snapshots: watch::Receiver<Snapshot>) -> std::io::Result<Self> {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -94,18 +105,20 @@ impl Delivery {
         Ok(Self {
             runtime,
             origin: Arc::new(reporter()),
+            snapshots,
             endpoints: Mutex::new(Vec::new()),
             metrics: Mutex::new(None),
             stop: Some(stop),
         })
     }
 
-    /// The process's delivery thread, started on first use.
-    pub fn global() -> Result<&'static Delivery, String> {
+    /// The process's delivery thread, started on first use (with `snapshots`).
+    pub fn global(snapshots: &watch::Receiver<Snapshot>) -> Result<&'static Delivery, String> {
         static GLOBAL: OnceLock<Result<Delivery, String>> = OnceLock::new();
         GLOBAL
             .get_or_init(|| {
-                Delivery::start().map_err(|e| format!("cannot start the delivery thread: {e}"))
+                Delivery::start(snapshots.clone())
+                    .map_err(|e| format!("cannot start the delivery thread: {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -130,8 +143,11 @@ impl Delivery {
                 Some(i) => old.swap_remove(i),
                 None => {
                     let e = Arc::new(Endpoint::new(spec.clone()));
-                    self.runtime
-                        .spawn(delivery::run(e.clone(), self.origin.clone()));
+                    self.runtime.spawn(delivery::run(
+                        e.clone(),
+                        self.origin.clone(),
+                        self.snapshots.clone(),
+                    ));
                     e
                 }
             };
@@ -150,8 +166,8 @@ impl Delivery {
             .collect()
     }
 
-    /// Serves `/metrics` on `listen` (the guard's snapshots from
-    /// [`crate::metrics::follow`]), keeps the server if the address did not change, stops it
+    /// Serves `/metrics` on `listen` (the guard's snapshots given to [`Delivery::start`]),
+    /// keeps the server if the address did not change, stops it
     /// for `None`. A port that cannot be bound is logged; the guard runs on without metrics.
     pub fn serve_metrics(&'static self, listen: Option<std::net::SocketAddr>) {
         let mut current = self
@@ -167,7 +183,7 @@ impl Delivery {
             return;
         };
         let exporter = crate::metrics::Exporter::new(
-            crate::metrics::followed(),
+            self.snapshots.clone(),
             Arc::new(move || self.endpoints()),
         );
         match crate::metrics::serve(&self.runtime, listen, Arc::new(exporter)) {
