@@ -1,6 +1,7 @@
 //! `/metrics` for Prometheus: what the guard did (per key) and what happened to the alerts
 //! (per webhook), encoded on each scrape from shared state with the `prometheus-client`
-//! crate, served by a small hyper server on the delivery thread ([`crate::alert::Delivery`]).
+//! crate, served by a small hyper server on the delivery thread ([`crate::alert::Delivery`]),
+//! which [`crate::output::configured`] binds when the configuration asks for it.
 //! A scrape never touches the guard's thread: it reads the last published state.
 //!
 //! The format follows the scraper's `Accept` header: OpenMetrics for Prometheus (which asks
@@ -289,7 +290,7 @@ impl Drop for Server {
 const MAX_CONNECTIONS: usize = 32;
 
 /// Binds `listen` now (so a busy port is an error the caller sees) and serves on `runtime`.
-pub fn serve(
+pub fn bind_and_serve(
     runtime: &tokio::runtime::Handle,
     listen: SocketAddr,
     exporter: Arc<Exporter>,

@@ -37,7 +37,7 @@ fn deliver(tables: &str) -> (tempfile::TempDir, Delivery, Vec<Box<dyn Sink>>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let hooks = webhooks(dir.path(), tables);
     let delivery = Delivery::start(no_guard()).expect("delivery");
-    let sinks = delivery.sinks(&hooks);
+    let sinks = delivery.start_webhooks(&hooks);
     (dir, delivery, sinks)
 }
 
@@ -160,7 +160,7 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
         ),
     );
     let delivery = Delivery::start(no_guard()).expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let mut sinks = delivery.start_webhooks(&hooks);
     emit(&mut sinks, &restored(42));
 
     let req = rx.wait_for(1, Duration::from_secs(5)).remove(0);
@@ -593,12 +593,13 @@ fn an_unchanged_webhook_keeps_its_endpoint_across_a_reload() {
         rx.url("/")
     );
     let delivery = Delivery::start(no_guard()).expect("delivery");
-    let first = delivery.sinks(&webhooks(dir.path(), &table));
+    let first = delivery.start_webhooks(&webhooks(dir.path(), &table));
     let before = delivery.endpoints()[0].clone();
     drop(first);
-    let _second = delivery.sinks(&webhooks(dir.path(), &table));
+    let _second = delivery.start_webhooks(&webhooks(dir.path(), &table));
     assert!(std::sync::Arc::ptr_eq(&before, &delivery.endpoints()[0]));
-    let _third = delivery.sinks(&webhooks(dir.path(), &format!("{table}timeout = \"2s\"\n")));
+    let _third =
+        delivery.start_webhooks(&webhooks(dir.path(), &format!("{table}timeout = \"2s\"\n")));
     assert!(!std::sync::Arc::ptr_eq(&before, &delivery.endpoints()[0]));
 }
 
