@@ -19,7 +19,8 @@
 //!   [`config`]: the TOML file.
 //! - [`report`]: what operators are told, with journal `MESSAGE_ID`s; [`output`]: the journal,
 //!   stderr and sd_notify, none of which ever waits, and the sinks built from the configuration.
-//! - [`check`], [`demo`], [`cli`]: the other commands; [`sandbox`]: private network namespaces
+//! - [`cli`]: the command line; [`commands`]: each command (`run`, `check`, `doctor`, `demo`,
+//!   `alert test`, `config check`); [`sandbox`]: private network namespaces
 //!   for the demo, benchmarks and tests.
 
 pub use fwdguard_core::{
@@ -30,9 +31,9 @@ pub mod alert;
 pub mod bpf;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod doctor;
 pub mod logging;
 pub mod metrics;
