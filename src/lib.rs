@@ -24,17 +24,16 @@
 //!   for the demo, benchmarks and tests.
 
 pub use fwdguard_core::{
-    cause, key, knob, observation, payload, policy, report, routing, snapshot, value,
+    cause, check, diagnosis, key, knob, observation, payload, policy, report, routing, snapshot,
+    value,
 };
 
 pub mod alert;
 pub mod bpf;
-pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod doctor;
 pub mod logging;
 pub mod metrics;
 pub mod output;

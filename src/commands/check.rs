@@ -5,6 +5,9 @@ use std::path::Path;
 
 use crate::check::{self, EXIT_UNKNOWN, Outcome};
 use crate::config::{self, Action, Config, Guard};
+use crate::diagnosis::{diagnose, guards_of};
+use crate::persist::inputs::gather;
+use crate::persist::scan::Root;
 use crate::snapshot::Degradation;
 use crate::sysctl::ProcSys;
 
@@ -33,7 +36,7 @@ pub fn run(explicit: Option<&Path>, json: bool) -> u8 {
         found
     };
     let mut outcome = check::check(&config, &mut ProcSys::default(), &mut environment);
-    outcome.hazards = crate::doctor::hazards_line(&config);
+    outcome.hazards = hazards_line(&config);
     match super::print_result("check", &outcome, json, || outcome.text()) {
         Some(_) => outcome.exit_code(),
         None => EXIT_UNKNOWN,
@@ -65,4 +68,18 @@ fn prevent_unavailable(config: &Config) -> Option<String> {
     crate::bpf::Options::from_env()
         .and_then(|o| crate::bpf::preflight(&targets, &o).map_err(|e| e.to_string()))
         .err()
+}
+
+/// The one line `check` adds: the hazards in the persisted files and configurations below the
+/// configured root (no service state, no current values), as `fwdguard doctor` would find them.
+fn hazards_line(config: &Config) -> Option<String> {
+    let root = Root::new(&config.causes.persisted_root);
+    let inputs = gather(&root);
+    diagnose(
+        &inputs,
+        &guards_of(config),
+        &root.dir().display().to_string(),
+        Vec::new(),
+    )
+    .summary()
 }
