@@ -43,7 +43,14 @@ fn run_daemon(explicit: Option<PathBuf>) -> u8 {
     // Sources of other layers are spawned here, in the runtime, with `setup.observer()`;
     // readers of the guard's state take `setup.snapshots()`.
     let run = async {
-        source::spawn_cause_sources(&mut setup);
+        let ends = source::DaemonEnds {
+            observer: setup.observer(),
+            reporter: setup.reporter(),
+            snapshots: setup.snapshots(),
+        };
+        if let Some(jobs) = source::spawn_cause_sources(&setup.config.causes, ends) {
+            setup.attribute_with(jobs);
+        }
         daemon::run(setup, std::future::pending()).await
     };
     match runtime.block_on(run) {
