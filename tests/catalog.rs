@@ -23,7 +23,8 @@ fn catalog_entries() -> Vec<(String, String)> {
     entries
 }
 
-/// Every Rust source file under `src/`.
+/// Every Rust source file under `src/` and the core's `core/src/` (where the reports and their
+/// ids are).
 fn sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src") {
@@ -36,8 +37,10 @@ fn sources() -> Vec<(String, String)> {
             }
         }
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    walk(&root.join("src"), &mut out);
+    walk(&root.join("core/src"), &mut out);
     out
 }
 
