@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fwdguard::demo::{knock, pin_to_cpu};
+use fwdguard::commands::demo::{knock, pin_to_cpu};
 use fwdguard::sandbox::PrivateNetns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fwdguard");

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use fwdguard::bpf::{Hook, Mode, Options, Target};
-use fwdguard::demo::pin_to_cpu;
+use fwdguard::commands::demo::pin_to_cpu;
 use fwdguard::sandbox::PrivateNetns;
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";

@@ -329,8 +329,10 @@ struct Guardian<K: Knobs> {
     routes: Routes,
     /// The journal or stderr.
     log: Box<dyn Sink>,
-    /// The sinks the configuration asks for, rebuilt on reload.
+    /// The webhooks' sinks, replaced when a reload changes the `[[webhook]]` tables.
     sinks: Vec<Box<dyn Sink>>,
+    /// The webhooks' endpoints and the metrics listener, on the delivery thread.
+    outputs: output::ConfiguredOutputs,
     events: Option<EventSocket>,
     requests: Option<RequestSocket>,
     netlink_error: Option<String>,
@@ -374,6 +376,7 @@ impl<K: Knobs> Guardian<K> {
     /// READY=1.
     async fn start(setup: Setup, knobs: K, io: Io) -> Self {
         let config = setup.config;
+        let outputs = output::ConfiguredOutputs::new(setup.snapshot.subscribe());
         let mut this = Self {
             guards: BTreeMap::new(),
             next_id: 0,
@@ -381,6 +384,7 @@ impl<K: Knobs> Guardian<K> {
             knobs,
             log: setup.log,
             sinks: Vec::new(),
+            outputs,
             explicit: setup.explicit,
             events: io.events,
             requests: io.requests,
@@ -418,7 +422,8 @@ impl<K: Knobs> Guardian<K> {
     }
 
     /// Puts `config` in force: guard states (keeping what is known about keys that stay, and
-    /// their ids), sinks, file watches, and a reconcile of every key.
+    /// their ids), webhooks and metrics (where their tables changed), file watches, and a
+    /// reconcile of every key.
     fn install(&mut self, config: Config, trigger: Trigger) {
         let mut old: BTreeMap<_, _> = std::mem::take(&mut self.guards)
             .into_iter()
@@ -469,7 +474,16 @@ impl<K: Knobs> Guardian<K> {
                 guard.action.as_str()
             );
         }
-        self.sinks = output::configured_sinks(&config);
+        // Webhooks and metrics: started by the first configuration that asks for them, and again
+        // only when a reload changes their table (or the metrics port could not be bound); a
+        // reload that leaves a table alone keeps its endpoints' queues, or its listener.
+        if self.outputs.webhooks() != config.webhooks.as_slice() {
+            self.sinks = self.outputs.start_webhooks(&config.webhooks);
+        }
+        let listen = config.metrics.map(|m| m.listen);
+        if self.outputs.metrics_listen() != listen {
+            self.outputs.bind_metrics(listen);
+        }
         self.config = config;
         self.install_hook();
         self.files.clear();

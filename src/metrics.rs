@@ -1,6 +1,7 @@
 //! `/metrics` for Prometheus: what the guard did (per key) and what happened to the alerts
 //! (per webhook), encoded on each scrape from shared state with the `prometheus-client`
-//! crate, served by a small hyper server on the delivery thread ([`crate::alert::Delivery`]).
+//! crate, served by a small hyper server on the delivery thread ([`crate::alert::Delivery`]),
+//! which [`crate::output::configured`] binds when the configuration asks for it.
 //! A scrape never touches the guard's thread: it reads the last published state.
 //!
 //! The format follows the scraper's `Accept` header: OpenMetrics for Prometheus (which asks
@@ -26,25 +27,6 @@ use tokio::sync::watch;
 use crate::alert::delivery::Endpoint;
 use crate::snapshot::{GuardSnapshot, KeyState, Snapshot};
 pub use crate::snapshot::{WRONG_BUCKETS, WrongTime};
-
-/// The guard's snapshots, for a metrics server started later from the configuration.
-static FOLLOWED: std::sync::Mutex<Option<watch::Receiver<Snapshot>>> = std::sync::Mutex::new(None);
-
-/// Makes `/metrics` show what the daemon publishes. Called once, before the daemon starts.
-pub fn follow(snapshots: watch::Receiver<Snapshot>) {
-    *FOLLOWED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snapshots);
-}
-
-/// The snapshots given to [`follow`], or an empty guard state if none were.
-pub fn followed() -> watch::Receiver<Snapshot> {
-    FOLLOWED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-        .unwrap_or_else(|| watch::channel(Snapshot::default()).1)
-}
 
 /// The endpoints in force, read on each scrape.
 pub type Endpoints = Arc<dyn Fn() -> Vec<Arc<Endpoint>> + Send + Sync>;
@@ -308,7 +290,7 @@ impl Drop for Server {
 const MAX_CONNECTIONS: usize = 32;
 
 /// Binds `listen` now (so a busy port is an error the caller sees) and serves on `runtime`.
-pub fn serve(
+pub fn bind_and_serve(
     runtime: &tokio::runtime::Handle,
     listen: SocketAddr,
     exporter: Arc<Exporter>,

@@ -15,6 +15,7 @@ use fwdguard::config::webhook::Webhook;
 use fwdguard::key::SysctlKey;
 use fwdguard::observation::Writer;
 use fwdguard::report::{Cause, PersistedConflict, Report, Sink, Trigger};
+use fwdguard::snapshot::Snapshot;
 use fwdguard::value::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
@@ -27,11 +28,16 @@ fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
 }
 
 /// A delivery thread and the sinks for the webhook `tables` of a configuration file.
+/// The guard's state as the delivery thread sees it here: no guard runs.
+fn no_guard() -> tokio::sync::watch::Receiver<Snapshot> {
+    tokio::sync::watch::channel(Snapshot::default()).1
+}
+
 fn deliver(tables: &str) -> (tempfile::TempDir, Delivery, Vec<Box<dyn Sink>>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let hooks = webhooks(dir.path(), tables);
-    let delivery = Delivery::start().expect("delivery");
-    let sinks = delivery.sinks(&hooks);
+    let delivery = Delivery::start(no_guard()).expect("delivery");
+    let sinks = delivery.start_webhooks(&hooks);
     (dir, delivery, sinks)
 }
 
@@ -153,8 +159,8 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
             dir.path().join("token").display()
         ),
     );
-    let delivery = Delivery::start().expect("delivery");
-    let mut sinks = delivery.sinks(&hooks);
+    let delivery = Delivery::start(no_guard()).expect("delivery");
+    let mut sinks = delivery.start_webhooks(&hooks);
     emit(&mut sinks, &restored(42));
 
     let req = rx.wait_for(1, Duration::from_secs(5)).remove(0);
@@ -586,13 +592,14 @@ fn an_unchanged_webhook_keeps_its_endpoint_across_a_reload() {
         "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
         rx.url("/")
     );
-    let delivery = Delivery::start().expect("delivery");
-    let first = delivery.sinks(&webhooks(dir.path(), &table));
+    let delivery = Delivery::start(no_guard()).expect("delivery");
+    let first = delivery.start_webhooks(&webhooks(dir.path(), &table));
     let before = delivery.endpoints()[0].clone();
     drop(first);
-    let _second = delivery.sinks(&webhooks(dir.path(), &table));
+    let _second = delivery.start_webhooks(&webhooks(dir.path(), &table));
     assert!(std::sync::Arc::ptr_eq(&before, &delivery.endpoints()[0]));
-    let _third = delivery.sinks(&webhooks(dir.path(), &format!("{table}timeout = \"2s\"\n")));
+    let _third =
+        delivery.start_webhooks(&webhooks(dir.path(), &format!("{table}timeout = \"2s\"\n")));
     assert!(!std::sync::Arc::ptr_eq(&before, &delivery.endpoints()[0]));
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::prometheus::{get, tool};
 use common::receiver::Receiver;
 use fwdguard::alert::Delivery;
-use fwdguard::metrics::{Exporter, serve};
+use fwdguard::metrics::{Exporter, bind_and_serve};
 use fwdguard::report::Report;
 use fwdguard::routing::GuardId;
 use fwdguard::snapshot::{GuardSnapshot, KeyState, Snapshot, WrongTime};
@@ -81,16 +81,16 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     )
     .expect("config");
     let hooks = fwdguard::config::load(&config).expect("valid").webhooks;
-    let delivery = Arc::new(Delivery::start().expect("delivery"));
-    let mut sinks = delivery.sinks(&hooks);
+    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
+    let delivery = Arc::new(Delivery::start(snapshots.clone()).expect("delivery"));
+    let mut sinks = delivery.start_webhooks(&hooks);
     for s in &mut sinks {
         s.emit(&Report::EventsLost { times: 1 });
     }
     rx.wait_for(1, Duration::from_secs(5));
     let d = delivery.clone();
-    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
     let exporter = Arc::new(Exporter::new(snapshots, Arc::new(move || d.endpoints())));
-    let server = serve(
+    let server = bind_and_serve(
         delivery.runtime(),
         "127.0.0.1:0".parse().expect("addr"),
         exporter,

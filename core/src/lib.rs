@@ -15,12 +15,17 @@
 //! - [`snapshot`]: the guard's state as the loop publishes it.
 //! - [`knob`]: the knob I/O as the core sees it (a trait the binary implements).
 //! - [`persist`]: what the persisted sysctl files will set, from their contents.
+//! - [`check`]: `fwdguard check`'s verdict on each guarded key (the keys read through a
+//!   [`knob::Knobs`] the binary hands in); [`diagnosis`]: `fwdguard doctor`'s hazards and
+//!   fixes, from file contents the binary read.
 //! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out).
 #![forbid(unsafe_code)]
 
 pub mod bpf;
 pub mod cause;
+pub mod check;
 pub mod config;
+pub mod diagnosis;
 pub mod guard;
 pub mod key;
 pub mod knob;

@@ -1028,8 +1028,8 @@ impl Report {
     }
 }
 
-/// Somewhere reports go: the journal, stderr, and (built from the configuration by
-/// `output::configured_sinks`) webhooks.
+/// Somewhere reports go: the journal, stderr, and (started from the configuration by the
+/// binary's `output::ConfiguredOutputs::start_webhooks`) webhooks.
 pub trait Sink: Send {
     /// Hands the report on without waiting: a peer that is not keeping up costs a dropped
     /// report, counted, never a stalled guard.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::client::{Client, PostError, Request};
@@ -14,6 +15,7 @@ use super::queue::Queue;
 use crate::config::webhook::{Format, Webhook};
 use crate::payload::alertmanager::{Alerts, RESEND_EVERY};
 use crate::payload::{self, Notice, Reporter};
+use crate::snapshot::Snapshot;
 
 /// The first retry comes after about this long ...
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -201,12 +203,17 @@ pub fn body(spec: &Webhook, origin: &Reporter, q: &Queued, lost: u64) -> Vec<u8>
     }
 }
 
-/// Runs until the endpoint's queue is closed and everything in it handled.
-pub async fn run(endpoint: Arc<Endpoint>, origin: Arc<Reporter>) {
+/// Runs until the endpoint's queue is closed and everything in it handled. `snapshots`: the
+/// guard's state, which Alertmanager alerts are checked against before they are sent again.
+pub async fn run(
+    endpoint: Arc<Endpoint>,
+    origin: Arc<Reporter>,
+    snapshots: watch::Receiver<Snapshot>,
+) {
     let sender = Sender::new(&endpoint.spec);
     match endpoint.spec.format {
         Format::Json | Format::Slack => each(&endpoint, &origin, &sender).await,
-        Format::Alertmanager => alertmanager(&endpoint, &origin, &sender).await,
+        Format::Alertmanager => alertmanager(&endpoint, &origin, &sender, &snapshots).await,
     }
     tracing::debug!(endpoint = endpoint.spec.label(), "webhook delivery stopped");
 }
@@ -362,7 +369,12 @@ fn give_up(endpoint: &Endpoint, q: &Queued, attempts: u32, outcome: &Outcome, wh
 
 /// `alertmanager`: the notices update the alerts; whatever changed goes out in one request,
 /// and firing alerts are sent again before they expire.
-async fn alertmanager(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
+async fn alertmanager(
+    endpoint: &Endpoint,
+    origin: &Reporter,
+    sender: &Sender,
+    snapshots: &watch::Receiver<Snapshot>,
+) {
     let spec = &endpoint.spec;
     let mut alerts = Alerts::new(origin.host.clone());
     let mut losses = Losses::default();
@@ -383,7 +395,7 @@ async fn alertmanager(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
         }
         let now = Instant::now();
         if resend_at.is_some_and(|t| now >= t) {
-            let snapshot = crate::metrics::followed().borrow().clone();
+            let snapshot = snapshots.borrow().clone();
             alerts.reconcile(
                 |key| {
                     snapshot

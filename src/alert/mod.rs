@@ -1,9 +1,11 @@
 //! Alerts that leave the host: webhooks in three formats (`json`, `slack`, `alertmanager`),
 //! delivered beside the guard, never in its path.
 //!
-//! - [`config`]: the `[[webhook]]` and `[metrics]` tables, validated and resolved.
+//! - [`crate::config::webhook`] (in the core): the `[[webhook]]` and `[metrics]` tables,
+//!   validated and resolved.
 //! - [`queue`]: the bounded hand-over from the guard; it drops the oldest entry when full.
-//! - [`payload`], [`alertmanager`]: what each format sends (pure).
+//! - [`crate::payload`], [`crate::payload::alertmanager`] (in the core): what each format
+//!   sends.
 //! - [`client`]: one POST over HTTP or HTTPS (rustls, certificates always verified).
 //! - [`delivery`]: one task per endpoint: format, send, retry with backoff, give up.
 //!
@@ -14,15 +16,19 @@ pub mod client;
 pub mod delivery;
 pub mod queue;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 
 use self::delivery::{Endpoint, Outcome, Queued, Sender};
 use crate::config::webhook::{Format, Webhook};
 use crate::payload::{Notice, Reporter};
 use crate::report::{Report, Sink};
+use crate::snapshot::Snapshot;
 
 /// The delivery thread: a current-thread tokio runtime of its own that runs every endpoint's
-/// task (and the metrics server).
+/// task (and the metrics server, spawned on [`Delivery::runtime`]). Dropping it stops the
+/// thread's runtime.
 ///
 /// Why not the guard's runtime: the guard's loop runs on one thread, and whatever else that
 /// thread polls adds to the time between a kernel event and the restore. A TLS handshake costs
@@ -36,36 +42,18 @@ use crate::report::{Report, Sink};
 pub struct Delivery {
     runtime: tokio::runtime::Handle,
     origin: Arc<Reporter>,
-    endpoints: Mutex<Vec<Arc<Endpoint>>>,
-    /// The `/metrics` server in force and the address it was asked for.
-    metrics: Mutex<Option<(std::net::SocketAddr, crate::metrics::Server)>>,
+    /// The guard's state, which Alertmanager alerts are checked against before they are sent
+    /// again.
+    snapshots: watch::Receiver<Snapshot>,
+    /// Shared with the metrics exporter ([`Delivery::endpoints_reader`]).
+    endpoints: Arc<Mutex<Vec<Arc<Endpoint>>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Puts the configuration's webhooks and metrics in force and returns the webhooks' sinks:
-/// what `output::configured_sinks` hands the guard, at start and on every reload. Without
-/// webhooks or metrics no delivery thread is started.
-pub fn configure(config: &crate::config::Config) -> Vec<Box<dyn Sink>> {
-    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    use std::sync::atomic::Ordering;
-    if config.webhooks.is_empty() && config.metrics.is_none() && !STARTED.load(Ordering::Relaxed) {
-        return Vec::new();
-    }
-    let delivery = match Delivery::global() {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("webhooks and metrics are off: {e}");
-            return Vec::new();
-        }
-    };
-    STARTED.store(true, Ordering::Relaxed);
-    delivery.serve_metrics(config.metrics.map(|m| m.listen));
-    delivery.sinks(&config.webhooks)
-}
-
 impl Delivery {
-    /// Starts the delivery thread.
-    pub fn start() -> std::io::Result<Self> {
+    /// Starts the delivery thread. `snapshots`: the guard's state, for the Alertmanager
+    /// endpoints' tasks.
+    pub fn start(snapshots: watch::Receiver<Snapshot>) -> std::io::Result<Self> {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -94,21 +82,10 @@ impl Delivery {
         Ok(Self {
             runtime,
             origin: Arc::new(reporter()),
-            endpoints: Mutex::new(Vec::new()),
-            metrics: Mutex::new(None),
+            snapshots,
+            endpoints: Arc::default(),
             stop: Some(stop),
         })
-    }
-
-    /// The process's delivery thread, started on first use.
-    pub fn global() -> Result<&'static Delivery, String> {
-        static GLOBAL: OnceLock<Result<Delivery, String>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| {
-                Delivery::start().map_err(|e| format!("cannot start the delivery thread: {e}"))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
     }
 
     /// A handle to spawn more work (the metrics server) on the delivery thread.
@@ -116,10 +93,11 @@ impl Delivery {
         &self.runtime
     }
 
-    /// Sinks for `webhooks`, called at start and on every reload. An endpoint whose resolved
+    /// Puts `webhooks` in force and returns the guard's sinks for them, one each: starts a
+    /// delivery task for each webhook whose resolved settings are new. An endpoint whose
     /// settings did not change keeps its queue, task and alert state (so Alertmanager alerts
     /// still resolve across a reload); the others finish what they hold and stop.
-    pub fn sinks(&self, webhooks: &[Webhook]) -> Vec<Box<dyn Sink>> {
+    pub fn start_webhooks(&self, webhooks: &[Webhook]) -> Vec<Box<dyn Sink>> {
         let mut endpoints = self
             .endpoints
             .lock()
@@ -130,8 +108,11 @@ impl Delivery {
                 Some(i) => old.swap_remove(i),
                 None => {
                     let e = Arc::new(Endpoint::new(spec.clone()));
-                    self.runtime
-                        .spawn(delivery::run(e.clone(), self.origin.clone()));
+                    self.runtime.spawn(delivery::run(
+                        e.clone(),
+                        self.origin.clone(),
+                        self.snapshots.clone(),
+                    ));
                     e
                 }
             };
@@ -150,43 +131,24 @@ impl Delivery {
             .collect()
     }
 
-    /// Serves `/metrics` on `listen` (the guard's snapshots from
-    /// [`crate::metrics::follow`]), keeps the server if the address did not change, stops it
-    /// for `None`. A port that cannot be bound is logged; the guard runs on without metrics.
-    pub fn serve_metrics(&'static self, listen: Option<std::net::SocketAddr>) {
-        let mut current = self
-            .metrics
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.as_ref().map(|(addr, _)| *addr) == listen {
-            return;
-        }
-        // The old server goes first: a reload may move it to the same port.
-        *current = None;
-        let Some(listen) = listen else {
-            return;
-        };
-        let exporter = crate::metrics::Exporter::new(
-            crate::metrics::followed(),
-            Arc::new(move || self.endpoints()),
-        );
-        match crate::metrics::serve(&self.runtime, listen, Arc::new(exporter)) {
-            Ok(server) => {
-                tracing::info!("metrics at http://{}/metrics", server.addr);
-                *current = Some((listen, server));
-            }
-            Err(e) => tracing::error!(
-                "cannot serve metrics on {listen}: {e}; the guard runs on without them"
-            ),
-        }
-    }
-
-    /// The endpoints in force, for the metrics.
+    /// The endpoints in force.
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.endpoints
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Reads the endpoints in force each time it is called, also after a reload replaced some:
+    /// for the metrics exporter, which reads them on each scrape from the delivery thread.
+    pub fn endpoints_reader(&self) -> impl Fn() -> Vec<Arc<Endpoint>> + Send + Sync + 'static {
+        let endpoints = self.endpoints.clone();
+        move || {
+            endpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        }
     }
 }
 

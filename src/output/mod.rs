@@ -1,17 +1,10 @@
 //! Where fwdguard's words go, none of which may ever make the guard wait: the journal
-//! ([`journal`]), stderr ([`stderr`]), the service manager ([`notify`]), and the sinks the
-//! configuration asks for ([`configured_sinks`]).
+//! ([`journal`]), stderr ([`stderr`]), the service manager ([`notify`]), and the webhooks and
+//! the metrics listener the configuration asks for ([`configured`]).
 
+pub mod configured;
 pub mod journal;
 pub mod notify;
 pub mod stderr;
 
-use crate::config::Config;
-use crate::report::Sink;
-
-/// The sinks the configuration asks for, besides the journal or stderr (which come from the
-/// environment and live as long as the process). Built at start and again on every reload,
-/// so a sink follows its file: the webhooks (and, beside them, the metrics server).
-pub fn configured_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
-    crate::alert::configure(config)
-}
+pub use configured::ConfiguredOutputs;

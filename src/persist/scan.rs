@@ -5,33 +5,18 @@
 //! with its path and skipped; the rest is still read.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+pub use super::Unreadable;
 use super::resolve::{FileState, SYSCTL_CONF, SYSCTL_D, SYSTEMD_SYSCTL, Tree};
 
 /// Larger files are skipped: no sysctl, network or Docker configuration is this big.
 pub const MAX_FILE: u64 = 1 << 20;
 /// As Linux's `MAXSYMLINKS`.
 const MAX_LINKS: u32 = 40;
-
-/// A file or directory that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unreadable {
-    pub path: String,
-    pub error: String,
-}
-
-impl fmt::Display for Unreadable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.error)
-    }
-}
 
 /// What reading a file gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

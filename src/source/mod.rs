@@ -9,12 +9,15 @@ pub mod netconf;
 pub mod netlink;
 pub mod persisted;
 
+use tokio::sync::{mpsc, watch};
+
 use crate::cause::ServiceJobs;
-use crate::config::Guard;
-use crate::daemon::Setup;
+use crate::config::{Causes, Guard};
 use crate::key::Watch;
+use crate::observation::Observation;
 use crate::persist::scan::Root;
-use crate::snapshot::Degradation;
+use crate::report::Report;
+use crate::snapshot::{Degradation, Snapshot};
 
 /// What would keep the daemon from seeing changes of this guard's key quickly, found out the
 /// way the daemon would: subscribing to netconf events, adding an inotify watch. For
@@ -45,25 +48,42 @@ pub fn probe(guard: &Guard) -> Vec<Degradation> {
     found
 }
 
+/// The daemon's channel ends a source running in a task of its own holds.
+#[derive(Debug, Clone)]
+pub struct DaemonEnds {
+    /// Observations, routed to the guards like kernel events.
+    pub observer: mpsc::Sender<Observation>,
+    /// Reports that are no key change (persisted settings that will turn a key off), sent to
+    /// the daemon's sinks.
+    pub reporter: mpsc::Sender<Report>,
+    /// The guard's state as the daemon publishes it.
+    pub snapshots: watch::Receiver<Snapshot>,
+}
+
 /// Starts the sources that name causes, each in a task of its own (call inside the runtime):
 /// the D-Bus job watcher (unless `service-units` is empty) and the watch of the persisted
-/// sysctl files. They read `service-units`, `service-window` and `persisted-root` once: a
-/// change of those takes effect at the next start.
-pub fn spawn_cause_sources(setup: &mut Setup) {
-    let causes = setup.config.causes.clone();
+/// sysctl files. They read `causes` (`service-units`, `service-window`, `persisted-root`)
+/// once: a change of those takes effect at the next start. Returns the service jobs the D-Bus
+/// watcher keeps, for the daemon to attribute drops with; `None` without one.
+pub fn spawn_cause_sources(
+    causes: &Causes,
+    daemon: DaemonEnds,
+) -> Option<watch::Receiver<ServiceJobs>> {
+    let mut attribution = None;
     if !causes.units.is_empty() {
-        let (jobs, attribution) = tokio::sync::watch::channel(ServiceJobs::new(causes.window));
-        setup.attribute_with(attribution);
+        let (jobs, receiver) = watch::channel(ServiceJobs::new(causes.window));
+        attribution = Some(receiver);
         tokio::spawn(jobs::feed(
             jobs::Bus::System,
-            causes.units,
+            causes.units.clone(),
             jobs,
-            setup.observer(),
+            daemon.observer,
         ));
     }
     tokio::spawn(persisted::report(
         Root::new(&causes.persisted_root),
-        setup.snapshots(),
-        setup.reporter(),
+        daemon.snapshots,
+        daemon.reporter,
     ));
+    attribution
 }

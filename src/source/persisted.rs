@@ -297,14 +297,14 @@ fn persisted(c: Conflict) -> PersistedConflict {
 /// networkd, NetworkManager), read in a blocking thread.
 async fn other_hazards(root: Root, guards: Vec<(SysctlKey, Value)>) -> Vec<Report> {
     let found = tokio::task::spawn_blocking(move || {
-        let inputs = crate::doctor::gather(&root, false);
-        crate::doctor::diagnose(&inputs, &guards, "", Vec::new()).hazards
+        let inputs = crate::persist::inputs::gather(&root);
+        crate::diagnosis::diagnose(&inputs, &guards, "", Vec::new()).hazards
     })
     .await
     .unwrap_or_default();
     found
         .into_iter()
-        .filter(|h| h.kind != crate::doctor::Kind::Persisted)
+        .filter(|h| h.kind != crate::diagnosis::Kind::Persisted)
         .map(|h| Report::Hazard {
             source: h.evidence,
             hazard: h.what,

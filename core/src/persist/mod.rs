@@ -9,3 +9,20 @@
 
 pub mod parse;
 pub mod resolve;
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A file or directory that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub path: String,
+    pub error: String,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.error)
+    }
+}

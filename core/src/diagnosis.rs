@@ -1,24 +1,23 @@
-//! `fwdguard doctor`: explains why forwarding keeps going off on a host (or an image with
-//! `--root`), and how to stop it: current values, what each sysctl applier will set at the
-//! next boot or network restart, and every hazard with its evidence (`FILE:LINE`) and a
-//! concrete fix, checked by the resolver itself.
+//! What `fwdguard doctor` finds: why forwarding keeps going off on a host (or in an image), and
+//! how to stop it: current values, what each sysctl applier will set at the next boot or
+//! network restart, and every hazard with its evidence (`FILE:LINE`) and a concrete fix,
+//! checked by the resolver itself.
 //!
-//! [`gather`] does the reading; [`diagnose`] is pure and decides.
+//! [`diagnose`] decides from [`Inputs`], the files' contents and the service state the binary
+//! read (its `persist::inputs`); nothing here reads a file.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::Serialize;
 
-use crate::check::{self, KeyCheck, State};
+use crate::check::{KeyCheck, State};
 use crate::config::Config;
 use crate::key::SysctlKey;
-use crate::knob::Knobs;
+use crate::persist::Unreadable;
 use crate::persist::resolve::{
     self, Conflict, FileProblem, FileState, How, Outcome, Tree, conflicts,
 };
-use crate::persist::scan::{Found, Root, Unreadable, scan};
 use crate::value::Value;
 
 pub const EXIT_CLEAN: u8 = 0;
@@ -30,40 +29,6 @@ pub const EXIT_UNKNOWN: u8 = 3;
 /// Where the drop-in goes.
 pub const DROP_IN_DIR: &str = "/etc/sysctl.d";
 const DROP_IN_NAME: &str = "99-zz-fwdguard.conf";
-
-/// EL7 initscripts' network service.
-pub const NETWORK_SCRIPTS: [&str; 2] = ["/etc/rc.d/init.d/network", "/etc/init.d/network"];
-pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
-const NETWORKD_CONF: [&str; 4] = [
-    "/etc/systemd/networkd.conf",
-    "/run/systemd/networkd.conf",
-    "/usr/local/lib/systemd/networkd.conf",
-    "/usr/lib/systemd/networkd.conf",
-];
-const NETWORKD_CONF_D: [&str; 4] = [
-    "/etc/systemd/networkd.conf.d",
-    "/run/systemd/networkd.conf.d",
-    "/usr/local/lib/systemd/networkd.conf.d",
-    "/usr/lib/systemd/networkd.conf.d",
-];
-const NETWORKD_NETWORK: [&str; 5] = [
-    "/etc/systemd/network",
-    "/run/systemd/network",
-    "/usr/local/lib/systemd/network",
-    "/usr/lib/systemd/network",
-    "/lib/systemd/network",
-];
-const NM_PROFILES: [&str; 3] = [
-    "/etc/NetworkManager/system-connections",
-    "/run/NetworkManager/system-connections",
-    "/usr/lib/NetworkManager/system-connections",
-];
-const NM_CONF: &str = "/etc/NetworkManager/NetworkManager.conf";
-const NM_CONF_D: [&str; 3] = [
-    "/etc/NetworkManager/conf.d",
-    "/run/NetworkManager/conf.d",
-    "/usr/lib/NetworkManager/conf.d",
-];
 
 /// A text file that was read, by the path it was found under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +44,7 @@ pub struct Service {
     pub active: String,
 }
 
-/// Everything doctor reads, as data.
+/// Everything the diagnosis looks at, as data.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub tree: Tree,
@@ -90,110 +55,6 @@ pub struct Inputs {
     /// `None` with `--root`, or when systemd does not run here.
     pub service: Option<Service>,
     pub unreadable: Vec<Unreadable>,
-}
-
-/// Reads what doctor needs below `root`.
-pub fn gather(root: &Root, host: bool) -> Inputs {
-    let (tree, mut unreadable) = scan(root);
-    let mut read = |path: &str| -> Option<TextFile> {
-        match root.read(path) {
-            Found::Text { text, .. } => Some(TextFile {
-                path: path.to_owned(),
-                text,
-            }),
-            Found::Bad(error) => {
-                unreadable.push(Unreadable {
-                    path: path.to_owned(),
-                    error,
-                });
-                None
-            }
-            Found::DevNull | Found::Missing => None,
-        }
-    };
-    // /etc/init.d is a link to rc.d/init.d on EL7: read the file once.
-    let mut seen = BTreeSet::new();
-    let mut network_scripts = Vec::new();
-    for path in NETWORK_SCRIPTS {
-        if let Ok(real) = root.resolve(path)
-            && seen.insert(real)
-            && let Some(f) = read(path)
-        {
-            network_scripts.push(f);
-        }
-    }
-    let docker = read(DOCKER_DAEMON_JSON);
-    // networkd.conf(5): only the first main file found is used; drop-ins add to it.
-    let mut networkd: Vec<TextFile> = NETWORKD_CONF
-        .iter()
-        .find_map(|p| read(p))
-        .into_iter()
-        .collect();
-    networkd.extend(read_dirs(root, &NETWORKD_CONF_D, ".conf", &mut unreadable));
-    networkd.extend(read_dirs(
-        root,
-        &NETWORKD_NETWORK,
-        ".network",
-        &mut unreadable,
-    ));
-    let mut network_manager = read_dirs(root, &NM_PROFILES, ".nmconnection", &mut unreadable);
-    if let Found::Text { text, .. } = root.read(NM_CONF) {
-        network_manager.push(TextFile {
-            path: NM_CONF.into(),
-            text,
-        });
-    }
-    network_manager.extend(read_dirs(root, &NM_CONF_D, ".conf", &mut unreadable));
-    Inputs {
-        tree,
-        network_scripts,
-        docker,
-        networkd,
-        network_manager,
-        service: if host { service() } else { None },
-        unreadable,
-    }
-}
-
-/// The files of systemd-style directories: a name in an earlier directory masks a later one.
-fn read_dirs(root: &Root, dirs: &[&str], suffix: &str, bad: &mut Vec<Unreadable>) -> Vec<TextFile> {
-    let mut names = BTreeSet::new();
-    let mut out = Vec::new();
-    for dir in dirs {
-        for (name, found) in root.conf_dir(dir, suffix, bad).unwrap_or_default() {
-            if !names.insert(name.clone()) {
-                continue;
-            }
-            if let Found::Text { text, .. } = found {
-                out.push(TextFile {
-                    path: format!("{dir}/{name}"),
-                    text,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// `systemctl is-enabled` / `is-active fwdguard.service`, when systemd runs this host.
-fn service() -> Option<Service> {
-    if !Path::new("/run/systemd/system").exists() {
-        return None;
-    }
-    let ask = |verb: &str| {
-        std::process::Command::new("systemctl")
-            .args([verb, "fwdguard.service"])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
-    };
-    Some(Service {
-        enabled: ask("is-enabled"),
-        active: ask("is-active"),
-    })
 }
 
 /// What kind of hazard.
@@ -672,39 +533,6 @@ fn network_manager(f: &TextFile, families: &BTreeSet<&str>) -> Vec<Hazard> {
     out
 }
 
-/// Runs doctor: reads, decides, and for the host also reads the current values.
-pub fn run(config: &Config, root: Option<&Path>, knobs: &mut impl Knobs) -> Diagnosis {
-    let (r, host) = match root {
-        Some(dir) => (Root::new(dir), false),
-        None => (Root::host(), true),
-    };
-    let inputs = gather(&r, host);
-    let current = if host {
-        check::check(config, knobs, &mut crate::source::probe).keys
-    } else {
-        Vec::new()
-    };
-    let shown = match root {
-        Some(d) => d.display().to_string(),
-        None => "/ (this host)".into(),
-    };
-    diagnose(&inputs, &guards_of(config), &shown, current)
-}
-
-/// The one line `fwdguard check` and the daemon's start add: the hazards in the persisted
-/// files and configurations below the configured root (no service state, no current values).
-pub fn hazards_line(config: &Config) -> Option<String> {
-    let root = Root::new(&config.causes.persisted_root);
-    let inputs = gather(&root, false);
-    diagnose(
-        &inputs,
-        &guards_of(config),
-        &root.dir().display().to_string(),
-        Vec::new(),
-    )
-    .summary()
-}
-
 impl Diagnosis {
     /// The human report.
     pub fn text(&self) -> String {
@@ -813,8 +641,7 @@ impl Diagnosis {
         o
     }
 
-    /// One line for `fwdguard check` and the daemon's start: the persisted conflicts and
-    /// other hazards, if any.
+    /// One line for `fwdguard check`: the persisted conflicts and other hazards, if any.
     pub fn summary(&self) -> Option<String> {
         let first = self.hazards.first()?;
         let at = if first.evidence.is_empty() {

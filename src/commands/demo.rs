@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::EXIT_FAILURE;
 use crate::config::Config;
 use crate::daemon::{self, Setup};
 use crate::report::{Report, Sink, human};
@@ -76,8 +77,19 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Runs the demo; the process must not have started threads yet.
-pub fn run(bursts: usize) -> Result<(), String> {
+/// `fwdguard demo`: runs the demo and says why it could not; the process must not have
+/// started threads yet.
+pub fn run(bursts: usize) -> u8 {
+    match show(bursts) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("fwdguard demo: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn show(bursts: usize) -> Result<(), String> {
     let netns = PrivateNetns::enter_process().map_err(|e| e.to_string())?;
     println!(
         "fwdguard demo: in a private network namespace net:[{}] (this host's is net:[{}]); nothing outside it is touched.\n",

@@ -1,8 +1,9 @@
-//! `fwdguard check`: read every guarded key once and say whether it holds, in the
-//! monitoring-plugin convention (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), so it serves as a
-//! CI step before `docker build` and as a Nagios/Icinga check. WARNING: every key holds, but
-//! the daemon would guard one less well than it should (it could not restore it, or not see
-//! changes quickly): the same degradations the daemon shows in STATUS=.
+//! What `fwdguard check` finds: every guarded key read once (through the [`Knobs`] the binary
+//! hands in) and whether it holds, in the monitoring-plugin convention (exit 0 OK, 1 WARNING, 2
+//! CRITICAL, 3 UNKNOWN), so it serves as a CI step before `docker build` and as a
+//! Nagios/Icinga check. WARNING: every key holds, but the daemon would guard one less well than
+//! it should (it could not restore it, or not see changes quickly): the same degradations the
+//! daemon shows in STATUS=, those of the environment as the binary's probes found them.
 
 use std::fmt::Write as _;
 
@@ -150,7 +151,7 @@ pub fn check(
             if g.action.restores()
                 && let Err(e) = knobs.open(&g.key, Access::ReadWrite)
                 && (e.missing_capability().is_some()
-                    || e.source.raw_os_error() == Some(libc::EROFS))
+                    || e.source.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
             {
                 degradations.push(Degradation::CannotRestore {
                     error: e.describe(),
