@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use crate::report::human;
+use crate::human::human;
 
 /// The units whose jobs are watched unless the configuration says otherwise.
 pub const DEFAULT_UNITS: [&str; 8] = [

@@ -11,7 +11,9 @@
 //! - [`observation`]: what was seen and how; [`routing`]: which guards a kernel event concerns.
 //! - [`policy`]: restore or alert, flapping, retry backoff; [`cause`]: which service job a drop
 //!   belongs to.
-//! - [`report`]: what operators are told; [`payload`]: the webhook bodies built from reports.
+//! - [`report`]: what operators are told, one table row per kind; [`payload`]: the webhook
+//!   bodies built from reports; [`alerting`]: the Alertmanager alerts and what reports do to them.
+//! - [`guard`]: one guarded key and its action; [`human`]: durations as operators read them.
 //! - [`snapshot`]: the guard's state as the loop publishes it.
 //! - [`knob`]: the knob I/O as the core sees it (a trait the binary implements).
 //! - [`persist`]: what the persisted sysctl files will set, from their contents.
@@ -21,12 +23,14 @@
 //! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out).
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod bpf;
 pub mod cause;
 pub mod check;
 pub mod config;
 pub mod diagnosis;
 pub mod guard;
+pub mod human;
 pub mod key;
 pub mod knob;
 pub mod observation;

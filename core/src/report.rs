@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::alerting::Effect;
 use crate::guard::Action;
+pub use crate::human::human;
 use crate::key::SysctlKey;
 pub use crate::observation::{Cause, Trigger, Writer};
-use crate::payload::alertmanager::Effect;
 use crate::value::Value;
 
 /// `1 guarded key`, `2 guarded keys`.
@@ -252,7 +253,7 @@ impl Event {
 
     /// The table of kinds: one row each.
     pub fn info(self) -> KindInfo {
-        use crate::payload::alertmanager::{self as am, Severity};
+        use crate::alerting::{self as am, Severity};
         use Effect::{Fire, FireFor, Resolve};
         match self {
             Event::DriftRestored => KindInfo {
@@ -459,18 +460,6 @@ const _: () = {
         i += 1;
     }
 };
-
-/// A duration as operators read it: `35µs`, `1.2ms`, `4s`.
-pub fn human(d: Duration) -> String {
-    let us = d.as_micros();
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        format!("{:.1}ms", us as f64 / 1e3)
-    } else {
-        format!("{:.1}s", us as f64 / 1e6)
-    }
-}
 
 impl Report {
     pub fn message_id(&self) -> &'static str {
@@ -1213,12 +1202,5 @@ mod tests {
                 "{k}={v} missing in {fields:?}"
             );
         }
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_nanos(35_400)), "35µs");
-        assert_eq!(human(Duration::from_micros(1_250)), "1.2ms");
-        assert_eq!(human(Duration::from_millis(4_000)), "4.0s");
     }
 }

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 pub use crate::observation::Writer;
 pub use cgroup::Placement;
-use program::{Rule, Spec, WriteEvent};
 pub use program::{Fault, Mode};
+use program::{Rule, Spec, WriteEvent};
 
 /// The environment variable that makes the hook attach to another cgroup directory than the
 /// cgroup2 root: only processes in that subtree are then covered. For tests, which must never

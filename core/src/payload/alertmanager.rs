@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::{Details, Notice, rfc3339};
-use crate::config::Action;
+use crate::guard::Action;
 use crate::report::Report;
 use crate::snapshot::KeyState;
 
@@ -19,55 +19,12 @@ pub const RESEND_EVERY: Duration = Duration::from_secs(60);
 /// ... each valid for this long: Alertmanager resolves a firing alert by itself if fwdguard goes
 /// away. Four re-sends, as Prometheus does (`4 * resend_delay`).
 pub const VALID_FOR: Duration = Duration::from_secs(4 * 60);
-/// Alerts for events that are over when reported (a restored drop, lost kernel events) end by
-/// themselves after this long, so that they reach receivers and then resolve.
-pub const EVENT_LASTS: Duration = Duration::from_secs(10 * 60);
-/// The test alert of `fwdguard alert test`.
-pub const TEST_LASTS: Duration = Duration::from_secs(5 * 60);
 
-pub const KEY_WRONG: &str = "FwdguardKeyWrong";
-pub const KEY_RESTORED: &str = "FwdguardKeyRestored";
-pub const KEY_FLAPPING: &str = "FwdguardKeyFlapping";
-pub const KEY_UNAVAILABLE: &str = "FwdguardKeyUnavailable";
-pub const RELOAD_FAILED: &str = "FwdguardReloadFailed";
-pub const EVENTS_LOST: &str = "FwdguardEventsLost";
-pub const OUTPUT_LOST: &str = "FwdguardOutputLost";
-pub const PERSISTED_CONFLICT: &str = "FwdguardPersistedConflict";
-pub const HAZARD: &str = "FwdguardHazard";
-pub const WRITE_REPLACED: &str = "FwdguardWriteReplaced";
-pub const PREVENT_UNAVAILABLE: &str = "FwdguardPreventUnavailable";
-pub const TEST: &str = "FwdguardTest";
-
-/// The `severity` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
-/// What a notice does to the alerts; each kind's are in its row of [`Event::info`].
-///
-/// [`Event::info`]: crate::report::Event::info
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// Firing until resolved.
-    Fire(&'static str, Severity),
-    /// Resolves the alert of that name for the same key, if it fires.
-    Resolve(&'static str),
-    /// Fires now and ends by itself after the given time.
-    FireFor(&'static str, Severity, Duration),
-}
+pub use crate::alerting::{
+    EVENT_LASTS, EVENTS_LOST, Effect, HAZARD, KEY_FLAPPING, KEY_RESTORED, KEY_UNAVAILABLE,
+    KEY_WRONG, OUTPUT_LOST, PERSISTED_CONFLICT, PREVENT_UNAVAILABLE, RELOAD_FAILED, Severity, TEST,
+    TEST_LASTS, WRITE_REPLACED,
+};
 
 /// What a notice does: what its kind does, at a higher severity for a key that flaps under
 /// `alert`.
