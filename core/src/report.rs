@@ -1,6 +1,6 @@
 //! What fwdguard tells operators: one `Report` per event, each type with a stable journal
 //! `MESSAGE_ID` (documented in `systemd/fwdguard.catalog`), a syslog priority and structured
-//! fields. Sinks (the journal, stderr, and later webhooks) carry reports out.
+//! fields. Sinks (the journal, stderr, webhooks and the metrics) carry reports out.
 //!
 //! What is fixed for a kind of report (name, `MESSAGE_ID`, priority, ...) is its row of
 //! [`Event::info`]; what one report says beyond its sentence is [`Report::details`], from which

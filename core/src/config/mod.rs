@@ -48,7 +48,39 @@ pub struct Config {
     /// `[[webhook]]` tables, with their files read.
     pub webhooks: Vec<webhook::Webhook>,
     /// `[metrics]`, `None` unless `listen` is set.
-    pub metrics: Option<webhook::Metrics>,
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`: a Prometheus endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: std::net::SocketAddr,
+}
+
+/// The port `config.example.toml` suggests for `[metrics] listen`.
+pub const METRICS_PORT: u16 = 10191;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+impl RawMetrics {
+    fn resolve(self) -> Result<Option<Metrics>, webhook::Invalid> {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        let addr = listen.get_ref().parse().map_err(|_| {
+            (
+                Some(listen.span()),
+                format!(
+                    "listen is an address and port, e.g. \"127.0.0.1:{METRICS_PORT}\" or \"[::1]:{METRICS_PORT}\""
+                ),
+            )
+        })?;
+        Ok(Some(Metrics { listen: addr }))
+    }
 }
 
 /// What validating a configuration needs from the machine it is for. The binary reads the
@@ -179,7 +211,7 @@ struct RawConfig {
     guard: Vec<Spanned<RawGuard>>,
     #[serde(default)]
     webhook: Vec<Spanned<webhook::RawWebhook>>,
-    metrics: Option<webhook::RawMetrics>,
+    metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! The `[[webhook]]` tables. They are parsed with the rest of the file and then resolved: the
-//! URL, header values and HMAC secret that live in files are read, so `config check`, the start
-//! and every reload see the same thing and a bad file is refused with `FILE:LINE:COL`.
+//! URL, header values and HMAC secret that live in files are read (through the caller's
+//! [`super::Host`]), so `config check`, the start and every reload see the same thing and a
+//! bad file is refused with `FILE:LINE:COL`.
 //!
 //! Secrets (a URL, header values from files, the HMAC secret) are held in [`Secret`], whose
 //! `Debug` shows nothing; a URL is shown as `scheme://host:port` only ([`Target`]'s `Display`).
@@ -455,38 +456,6 @@ impl RawWebhook {
             give_up_after: self.give_up_after,
             queue,
         })
-    }
-}
-
-/// `[metrics]`: a Prometheus endpoint, off unless `listen` is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Metrics {
-    pub listen: std::net::SocketAddr,
-}
-
-/// The port `config.example.toml` suggests for `[metrics] listen`.
-pub const METRICS_PORT: u16 = 10191;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub(crate) struct RawMetrics {
-    listen: Option<Spanned<String>>,
-}
-
-impl RawMetrics {
-    pub(crate) fn resolve(self) -> Result<Option<Metrics>, Invalid> {
-        let Some(listen) = self.listen else {
-            return Ok(None);
-        };
-        let addr = listen.get_ref().parse().map_err(|_| {
-            (
-                Some(listen.span()),
-                format!(
-                    "listen is an address and port, e.g. \"127.0.0.1:{METRICS_PORT}\" or \"[::1]:{METRICS_PORT}\""
-                ),
-            )
-        })?;
-        Ok(Some(Metrics { listen: addr }))
     }
 }
 
