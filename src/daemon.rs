@@ -1015,7 +1015,7 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
         Action::Alert => (knobs.open(key, Access::Read)?, false),
         Action::Restore | Action::Prevent => match knobs.open(key, Access::ReadWrite) {
             Ok(k) => (k, true),
-            Err(e) if refusal(&e) => {
+            Err(e) if e.write_refused() => {
                 let knob = knobs.open(key, Access::Read)?;
                 g.refused = Some(e);
                 (knob, false)
@@ -1026,12 +1026,6 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
     g.writable = writable;
     g.knob = Some(knob);
     Ok(())
-}
-
-/// Writing is refused for want of a privilege, or on a read-only /proc/sys: a reason to keep
-/// reading through a read-only descriptor.
-fn refusal(e: &SysctlError) -> bool {
-    e.missing_capability().is_some() || e.source.raw_os_error() == Some(libc::EROFS)
 }
 
 /// Writes the wanted value and reads it back, on the kept descriptor. A descriptor opened
