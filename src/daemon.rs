@@ -656,37 +656,19 @@ impl<K: Knobs> Guardian<K> {
     fn on_observation(&mut self, observation: Observation) {
         tracing::debug!(?observation, "observation");
         for id in self.routes.resolve(&observation.scope) {
-            if let (Some(Cause::Writer(writer)), Some(g)) =
-                (&observation.cause, self.guards.get_mut(&id))
-            {
-                let mut reports = Vec::new();
-                if g.state
-                    .write_seen(writer.replaced, policy_now(), &mut reports)
-                {
-                    let guard = &g.state.guard;
-                    reports.insert(
-                        0,
-                        if writer.replaced {
-                            Report::WriteReplaced {
-                                key: guard.key.clone(),
-                                want: guard.want.clone(),
-                                writer: writer.clone(),
-                            }
-                        } else {
-                            Report::WriteSeen {
-                                key: guard.key.clone(),
-                                want: guard.want.clone(),
-                                action: guard.action,
-                                writer: writer.clone(),
-                            }
-                        },
-                    );
+            let recheck = match (&observation.cause, self.guards.get_mut(&id)) {
+                (Some(Cause::Writer(writer)), Some(g)) => {
+                    let decision = g.state.write_seen(writer, policy_now());
+                    for r in decision.reports {
+                        self.emit(r);
+                    }
+                    decision.recheck
                 }
-                for r in reports {
-                    self.emit(r);
-                }
+                _ => true,
+            };
+            if recheck {
+                self.reconcile(id, &observation);
             }
-            self.reconcile(id, &observation);
         }
     }
 
@@ -834,7 +816,9 @@ impl<K: Knobs> Guardian<K> {
         let mut reports = Vec::new();
         let mut due = Vec::new();
         for (id, g) in &mut self.guards {
-            if g.state.tick(now, &mut reports) {
+            let mut decision = g.state.tick(now);
+            reports.append(&mut decision.reports);
+            if decision.recheck {
                 due.push(*id);
             }
         }
