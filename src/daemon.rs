@@ -24,7 +24,7 @@ use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
 use crate::report::{Report, Sink};
 use crate::routing::{GuardId, Routes};
-use crate::snapshot::{Degradation, GuardSnapshot, OutputLoss, Snapshot};
+use crate::snapshot::{Degradation, Impairments, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
 use crate::source::netlink::{EventSocket, RequestSocket};
 use crate::sysctl::ProcSys;
@@ -885,46 +885,13 @@ impl<K: Knobs> Guardian<K> {
             .guards
             .iter()
             .map(|(id, g)| {
-                let guard = &g.state.guard;
-                let (state, value) = g.state.state();
-                let mut degradations = Vec::new();
-                if let Some(error) = &g.no_watch {
-                    degradations.push(Degradation::NoFileWatch {
-                        error: error.clone(),
-                    });
-                }
-                if let (Some(error), Watch::Netconf { .. }) =
-                    (&self.netlink_error, guard.key.watch())
-                {
-                    degradations.push(Degradation::NoNetlink {
-                        error: error.clone(),
-                    });
-                }
-                if let Some(error) = g.state.refusal() {
-                    degradations.push(Degradation::CannotRestore {
-                        error: error.to_owned(),
-                    });
-                }
-                if let (Some(error), Action::Prevent) = (&self.hook.prevent_error, guard.action) {
-                    degradations.push(Degradation::NoPrevent {
-                        error: error.clone(),
-                    });
-                }
-                GuardSnapshot {
-                    id: *id,
-                    key: guard.key.to_string(),
-                    want: guard.want.to_string(),
-                    action: guard.action.as_str(),
-                    state,
-                    value: value.map(ToString::to_string),
-                    restores: g.state.restores,
-                    drops: g.state.drops,
-                    failed_restores: g.state.failed_restores,
-                    flapping_episodes: g.state.flapping_episodes,
-                    writes_replaced: g.state.writes_replaced,
-                    degradations,
-                    wrong: g.state.wrong.clone(),
-                }
+                let impairments = Impairments {
+                    no_watch: g.no_watch.as_deref(),
+                    no_netlink: self.netlink_error.as_deref(),
+                    refused: g.state.refusal(),
+                    no_prevent: self.hook.prevent_error.as_deref(),
+                };
+                g.state.snapshot(*id, &impairments)
             })
             .collect();
         let mut output_losses: Vec<OutputLoss> = std::iter::once(&self.log)

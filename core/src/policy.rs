@@ -10,7 +10,8 @@ use crate::config::{Action, Flapping, Guard};
 use crate::knob::SysctlError;
 use crate::observation::{Cause, Trigger, Writer};
 use crate::report::Report;
-use crate::snapshot::{KeyState, WrongTime};
+use crate::routing::GuardId;
+use crate::snapshot::{GuardSnapshot, Impairments, KeyState, WrongTime};
 use crate::value::Value;
 
 /// The first retry after a failed restore comes this soon ...
@@ -166,6 +167,27 @@ impl GuardState {
             .as_ref()
             .filter(|f| f.refused())
             .map(|f| f.error.as_str())
+    }
+
+    /// The guard as the snapshot shows it, degraded by what `impairments` says (see
+    /// [`Impairments::degradations`]; its `refused` is [`refusal`](Self::refusal)'s).
+    pub fn snapshot(&self, id: GuardId, impairments: &Impairments) -> GuardSnapshot {
+        let (state, value) = self.state();
+        GuardSnapshot {
+            id,
+            key: self.guard.key.to_string(),
+            want: self.guard.want.to_string(),
+            action: self.guard.action.as_str(),
+            state,
+            value: value.map(ToString::to_string),
+            restores: self.restores,
+            drops: self.drops,
+            failed_restores: self.failed_restores,
+            flapping_episodes: self.flapping_episodes,
+            writes_replaced: self.writes_replaced,
+            degradations: impairments.degradations(&self.guard),
+            wrong: self.wrong.clone(),
+        }
     }
 
     /// A fresh reading of the key.
@@ -872,6 +894,48 @@ mod tests {
         let d = g.write_seen(&writer(false), now);
         assert!(d.reports.is_empty(), "{:?}", d.reports);
         assert!(d.recheck, "still checked");
+    }
+
+    #[test]
+    fn the_snapshot_shows_the_state_the_counters_and_a_refusal() {
+        use crate::snapshot::Degradation;
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        let s = g.snapshot(GuardId(7), &Impairments::default());
+        assert_eq!((s.state, s.value), (KeyState::Unknown, None));
+        g.observe(v("0"), Trigger::Netconf, None, t0);
+        g.restored(
+            err(io::ErrorKind::PermissionDenied, Op::Write),
+            Trigger::Netconf,
+            None,
+            t0,
+        );
+        let impairments = Impairments {
+            refused: g.refusal(),
+            ..Impairments::default()
+        };
+        let s = g.snapshot(GuardId(7), &impairments);
+        assert_eq!(s.id, GuardId(7));
+        assert_eq!(
+            (s.key.as_str(), s.want.as_str(), s.action),
+            ("net.ipv4.conf.all.forwarding", "1", "restore")
+        );
+        assert_eq!((s.state, s.value.as_deref()), (KeyState::Wrong, Some("0")));
+        assert_eq!((s.drops, s.restores, s.failed_restores), (1, 0, 1));
+        match &s.degradations[..] {
+            [Degradation::CannotRestore { error }] => {
+                assert!(error.contains("lacks CAP_NET_ADMIN"))
+            }
+            other => panic!("{other:?}"),
+        }
+        g.observe(v("1"), Trigger::Netconf, None, t0 + Duration::from_secs(1));
+        assert_eq!(g.refusal(), None, "over once the key holds");
+        let s = g.snapshot(GuardId(7), &Impairments::default());
+        assert_eq!(
+            (s.state, s.value.as_deref()),
+            (KeyState::Holding, Some("1"))
+        );
+        assert_eq!(s.wrong.count, 1);
     }
 
     #[test]
