@@ -13,6 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
+use fwdguard_core::hook;
+
 use crate::bpf::{self, Hook};
 use crate::cause::ServiceJobs;
 use crate::config::{self, Action, Config, Origin};
@@ -680,22 +682,17 @@ impl<K: Knobs> Guardian<K> {
         let Some(options) = self.hook.options.clone() else {
             return;
         };
+        let mut plan = hook::Plan::new(self.config.prevented().map(|g| g.key.clone()).collect());
         if !self.config.bpf_hook {
             let had = self.hook.hook.take().is_some();
-            let prevented: Vec<SysctlKey> =
-                self.config.prevented().map(|g| g.key.clone()).collect();
-            let error = bpf::HOOK_OFF.to_owned();
-            if !prevented.is_empty() && self.hook.prevent_error.as_ref() != Some(&error) {
-                self.emit(Report::PreventUnavailable {
-                    keys: prevented,
-                    error: error.clone(),
-                    writers_named: false,
-                });
+            let outcome = plan.off(bpf::HOOK_OFF, self.hook.prevent_error.as_deref());
+            for r in outcome.reports {
+                self.emit(r);
             }
             if had {
                 tracing::info!("BPF sysctl hook detached (bpf-hook = false)");
             }
-            self.hook.prevent_error = self.config.prevented().next().map(|_| error);
+            self.hook.prevent_error = outcome.prevent_error;
             self.hook.targets.clear();
             self.changed = true;
             return;
@@ -705,7 +702,6 @@ impl<K: Knobs> Guardian<K> {
         if targets == self.hook.targets {
             return;
         }
-        let prevented: Vec<SysctlKey> = self.config.prevented().map(|g| g.key.clone()).collect();
         let observer = self._observer.clone();
         let send = move |a: bpf::Attempt| {
             if let Some(key) = keys.get(a.target) {
@@ -716,56 +712,39 @@ impl<K: Knobs> Guardian<K> {
                 );
             }
         };
-        let (hook, prevent_error) = match Hook::attach(&targets, &options, send.clone()) {
-            Ok(h) => (Some(h), None),
-            Err(e) if !prevented.is_empty() => {
-                // Without the replacement, writers can still be named where only it failed.
-                let audit: Vec<bpf::Target> = targets
-                    .iter()
-                    .map(|t| bpf::Target {
-                        mode: bpf::Mode::Audit,
-                        ..t.clone()
-                    })
-                    .collect();
-                let hook = if e.audit_still_possible() {
+        let hook = match Hook::attach(&targets, &options, send.clone()) {
+            Ok(h) => Some(h),
+            Err(e) => match plan.failed(e.to_string(), e.audit_still_possible()) {
+                hook::Fallback::AuditOnly => {
+                    let audit: Vec<bpf::Target> = targets
+                        .iter()
+                        .map(|t| bpf::Target {
+                            mode: bpf::Mode::Audit,
+                            ..t.clone()
+                        })
+                        .collect();
                     Hook::attach(&audit, &options, send).ok()
-                } else {
+                }
+                hook::Fallback::WithoutHook => None,
+                hook::Fallback::WritersUnnamed => {
+                    tracing::info!("writers of the guarded keys are not named: {e}");
                     None
-                };
-                (hook, Some(e.to_string()))
-            }
-            Err(e) => {
-                // Naming writers is extra (the packaged unit does not grant the hook's
-                // privileges unless asked): said when attaching, not a warning.
-                tracing::info!("writers of the guarded keys are not named: {e}");
-                (None, None)
-            }
+                }
+            },
         };
-        if let Some(h) = &hook {
-            let a = &h.attachment;
-            let prevent = if prevent_error.is_none() {
-                prevented.len()
-            } else {
-                0
-            };
-            self.emit(Report::HookAttached {
-                cgroup: hook_place(a),
-                netns: a.netns,
-                prevent,
-                audit: a.covered.len().saturating_sub(prevent),
-            });
-        }
-        if let Some(error) = &prevent_error {
-            self.emit(Report::PreventUnavailable {
-                keys: prevented,
-                error: error.clone(),
-                writers_named: hook.is_some(),
-            });
+        let placed = hook.as_ref().map(|h| hook::Placed {
+            cgroup: hook_place(&h.attachment),
+            netns: h.attachment.netns,
+            covered: h.attachment.covered.len(),
+        });
+        let outcome = plan.settle(placed.as_ref());
+        for r in outcome.reports {
+            self.emit(r);
         }
         // The new hook is attached: the old one may go.
         self.hook.hook = hook;
         self.hook.targets = targets;
-        self.hook.prevent_error = prevent_error;
+        self.hook.prevent_error = outcome.prevent_error;
         self.changed = true;
     }
 

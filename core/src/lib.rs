@@ -15,13 +15,15 @@
 //! - [`snapshot`]: the guard's state as the loop publishes it.
 //! - [`knob`]: the knob I/O as the core sees it (a trait the binary implements).
 //! - [`persist`]: what the persisted sysctl files will set, from their contents.
-//! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out).
+//! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out);
+//!   [`hook`]: what the daemon settles for when the hook cannot be had as configured.
 #![forbid(unsafe_code)]
 
 pub mod bpf;
 pub mod cause;
 pub mod config;
 pub mod guard;
+pub mod hook;
 pub mod key;
 pub mod knob;
 pub mod observation;
