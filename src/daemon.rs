@@ -834,13 +834,18 @@ impl<K: Knobs> Guardian<K> {
         for sink in &mut self.sinks {
             sink.flush();
         }
+        self.report_notify_loss();
+        self.changed = true;
+    }
+
+    /// Messages the service manager did not take (READY=, STATUS=), once it takes them again.
+    fn report_notify_loss(&mut self) {
         if let Some(lost) = self.notifier.take_loss() {
             self.emit(Report::OutputLost {
                 output: "the service manager (NOTIFY_SOCKET)".into(),
                 lost,
             });
         }
-        self.changed = true;
     }
 
     /// Publishes the snapshot and the status line, if anything changed.
@@ -851,12 +856,7 @@ impl<K: Knobs> Guardian<K> {
         let snapshot = self.build_snapshot();
         self.notifier.status(&snapshot.status_line());
         self.snapshot.send_replace(snapshot);
-        if let Some(lost) = self.notifier.take_loss() {
-            self.emit(Report::OutputLost {
-                output: "the service manager (NOTIFY_SOCKET)".into(),
-                lost,
-            });
-        }
+        self.report_notify_loss();
     }
 
     fn build_snapshot(&self) -> Snapshot {
