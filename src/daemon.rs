@@ -28,7 +28,7 @@ use crate::report::{Report, Sink};
 use crate::routing::{GuardId, Routes};
 use crate::snapshot::{Degradation, GuardSnapshot, Impairments, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
-use crate::source::netlink::{EventSocket, RequestSocket};
+use crate::source::netlink::{EventSocket, KernelEvents, RequestSocket};
 use crate::sysctl::ProcSys;
 use crate::value::Value;
 
@@ -121,11 +121,12 @@ pub enum DaemonError {
     HookOptions(String),
 }
 
-/// The loop's connections to the kernel and the service manager, apart from the knobs.
+/// The loop's connections to the kernel and the service manager, apart from the knobs. The
+/// kernel's events come from an [`EventSocket`], or whatever [`KernelEvents`] a test scripts.
 #[derive(Debug)]
-pub struct Io {
+pub struct Io<E = EventSocket> {
     /// `None` when netlink could not be used: then inotify and the re-read are all there is.
-    pub events: Option<EventSocket>,
+    pub events: Option<E>,
     pub requests: Option<RequestSocket>,
     /// Why there are no netlink events, if there are none.
     pub netlink_error: Option<String>,
@@ -185,10 +186,10 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(),
 type LinkDump = Pin<Box<dyn Future<Output = (RequestSocket, std::io::Result<Vec<(u32, String)>>)>>>;
 
 /// The loop, over any knobs (tests hand in a double) and any [`Io`].
-pub async fn run_with<K: Knobs>(
+pub async fn run_with<K: Knobs, E: KernelEvents>(
     setup: Setup,
     knobs: K,
-    io: Io,
+    io: Io<E>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -282,11 +283,11 @@ fn reread_timer(period: Duration) -> tokio::time::Interval {
 }
 
 async fn next_kernel_batch(
-    events: &mut Option<EventSocket>,
+    events: &mut Option<impl KernelEvents>,
     out: &mut Vec<KernelEvent>,
 ) -> std::io::Result<()> {
     match events {
-        Some(socket) => socket.next_batch(out).await,
+        Some(source) => source.next_batch(out).await,
         None => pending().await,
     }
 }
@@ -302,14 +303,14 @@ async fn dump_links(
 /// The daemon: the configuration in force, and its four parts. An event comes from the
 /// [`Sources`], [`Keys`] route it, let the policy judge it and write the knob, and the
 /// [`Outputs`] tell of it; the [`HookState`] replaces and names writes before they land.
-struct Guardian<K: Knobs> {
+struct Guardian<K: Knobs, E> {
     config: Config,
     /// The file named with `-c`, re-read on SIGHUP.
     explicit: Option<PathBuf>,
     /// Why the last reload failed, while the previous configuration runs on.
     reload_error: Option<String>,
     keys: Keys<K>,
-    sources: Sources,
+    sources: Sources<E>,
     outputs: Outputs,
     hook: HookState,
 }
@@ -346,8 +347,8 @@ struct Guarded<N> {
 /// Where observations come from, besides the loop's own timers: the kernel's events, inotify,
 /// and the channels other tasks (the D-Bus job watcher, the hook's reader, the persisted-files
 /// watch) send into.
-struct Sources {
-    netlink: Netlink,
+struct Sources<E> {
+    netlink: Netlink<E>,
     files: FileWatch,
     /// Kept so the inbox never closes, even when no other source holds a sender; the hook's
     /// reader gets a clone.
@@ -360,9 +361,9 @@ struct Sources {
 
 /// The netlink side: netconf and link events, and the request socket the interface table is
 /// dumped with.
-struct Netlink {
+struct Netlink<E> {
     /// `None` when netlink could not be used, or was given up.
-    events: Option<EventSocket>,
+    events: Option<E>,
     /// `None` while a link dump runs beside the loop (or when there is none).
     requests: Option<RequestSocket>,
     /// Why there are no netlink events, if there are none.
@@ -403,10 +404,10 @@ struct HookState {
     prevent_error: Option<String>,
 }
 
-impl<K: Knobs> Guardian<K> {
+impl<K: Knobs, E: KernelEvents> Guardian<K, E> {
     /// Reconciles every guard once, so that a knob that is wrong at start is fixed before
     /// READY=1.
-    async fn start(setup: Setup, knobs: K, io: Io) -> Self {
+    async fn start(setup: Setup, knobs: K, io: Io<E>) -> Self {
         let config = setup.config;
         let mut this = Self {
             keys: Keys {
@@ -850,7 +851,7 @@ impl<K: Knobs> Keys<K> {
     }
 }
 
-impl Netlink {
+impl<E> Netlink<E> {
     /// Hands out the request socket for a link dump, when the interface table is stale and no
     /// dump runs.
     fn start_link_dump(&mut self) -> Option<RequestSocket> {
@@ -1214,10 +1215,27 @@ mod tests {
         }
     }
 
+    /// Kernel events as a test scripts them: each message is what one wait on the event socket
+    /// returns, a batch or an error.
+    #[derive(Debug)]
+    struct ScriptedEvents(mpsc::UnboundedReceiver<std::io::Result<Vec<KernelEvent>>>);
+
+    impl KernelEvents for ScriptedEvents {
+        async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> std::io::Result<()> {
+            match self.0.recv().await {
+                Some(batch) => batch.map(|events| out.extend(events)),
+                // The test let go of its end: nothing more will come.
+                None => pending().await,
+            }
+        }
+    }
+
     struct Harness {
         kernel: FakeKnobs,
         reports: Collect,
         observer: mpsc::Sender<Observation>,
+        /// The kernel's end of the event socket, in [`with_netlink`].
+        netlink: Option<mpsc::UnboundedSender<std::io::Result<Vec<KernelEvent>>>>,
         snapshots: watch::Receiver<Snapshot>,
         /// The service manager's end of NOTIFY_SOCKET.
         notify: UnixDatagram,
@@ -1237,6 +1255,13 @@ mod tests {
                 .expect("loop running");
         }
 
+        /// What one wait on the event socket returns (`with_netlink` only). Whether the loop
+        /// still listens.
+        fn netlink_says(&self, batch: std::io::Result<Vec<KernelEvent>>) -> bool {
+            let netlink = self.netlink.as_ref().expect("a loop run with_netlink");
+            netlink.send(batch).is_ok()
+        }
+
         fn notes(&self) -> Vec<String> {
             let mut buf = vec![0u8; 4096];
             let mut out = Vec::new();
@@ -1251,7 +1276,7 @@ mod tests {
         SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key")
     }
 
-    /// Runs the loop with `config` over `kernel` while `body` drives it.
+    /// Runs the loop with `config` over `kernel` while `body` drives it, without netlink.
     async fn with_guard(
         config: Config,
         kernel: FakeKnobs,
@@ -1259,6 +1284,29 @@ mod tests {
         watchdog: Option<Duration>,
         body: impl AsyncFnOnce(&mut Harness),
     ) {
+        run_guard(config, kernel, log, watchdog, false, body).await;
+    }
+
+    /// Runs the loop with kernel events the test sends ([`Harness::kernel`]).
+    async fn with_netlink(config: Config, kernel: FakeKnobs, body: impl AsyncFnOnce(&mut Harness)) {
+        run_guard(config, kernel, None, None, true, body).await;
+    }
+
+    async fn run_guard(
+        config: Config,
+        kernel: FakeKnobs,
+        log: Option<Box<dyn Sink>>,
+        watchdog: Option<Duration>,
+        netlink: bool,
+        body: impl AsyncFnOnce(&mut Harness),
+    ) {
+        let (events, netlink) = match netlink {
+            true => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(ScriptedEvents(rx)), Some(tx))
+            }
+            false => (None, None),
+        };
         let reports = Collect::default();
         let setup = Setup::new(config, None, log.unwrap_or(Box::new(reports.clone())));
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1268,7 +1316,7 @@ mod tests {
         let ours = UnixDatagram::unbound().expect("socket");
         ours.set_nonblocking(true).expect("nonblocking");
         let io = Io {
-            events: None,
+            events,
             requests: None,
             netlink_error: None,
             files: FileWatch::new().expect("inotify"),
@@ -1283,6 +1331,7 @@ mod tests {
             kernel: kernel.clone(),
             reports,
             observer: setup.observer(),
+            netlink,
             snapshots: setup.snapshots(),
             notify,
             _dir: dir,
@@ -1519,7 +1568,7 @@ mod tests {
         let reports = Collect::default();
         let setup = Setup::new(Config::default(), None, Box::new(reports));
         let snapshots = setup.snapshots();
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: Some("Operation not permitted (os error 1)".into()),
@@ -1549,7 +1598,7 @@ mod tests {
         let config = config::load(&path).expect("valid");
         // Started without -c, from the default file: `explicit` is None.
         let setup = Setup::new(config.clone(), None, Box::new(Collect::default()));
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: None,
@@ -1587,7 +1636,7 @@ mod tests {
             Some(path.clone()),
             Box::new(Collect::default()),
         );
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: None,
@@ -1645,5 +1694,164 @@ mod tests {
         g.reload();
         assert_eq!(g.reload_error, None);
         assert_ne!(g.config, config);
+    }
+
+    /// The netconf event the kernel sends when `net.ipv4.conf.all.forwarding` changes.
+    fn forwarding_is(value: i32) -> KernelEvent {
+        KernelEvent::Netconf {
+            family: Family::Ipv4,
+            device: crate::observation::Device::All,
+            values: crate::observation::NetconfValues {
+                forwarding: Some(value),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn events_lost(times: u64) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::EventsLost { times: t } if *t == times)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_netconf_event_is_acted_on_at_once_and_a_holding_one_confirmed_by_a_read() {
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // The event says 0 (the knob, read, would say 1): written back on the event's
+            // word, with no read before the write.
+            assert!(h.netlink_says(Ok(vec![forwarding_is(0)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.attempts().len(), 1, "written at once");
+            let reports = h.reports.0.lock().expect("lock").clone();
+            match &reports[..] {
+                [
+                    Report::DriftRestored {
+                        trigger: Trigger::Netconf,
+                        old,
+                        attempts: 1,
+                        ..
+                    },
+                ] => assert_eq!(old, &Value::new("0")),
+                other => panic!("{other:?}"),
+            }
+            // An event saying 1 while another writer already set 0 again: the read that
+            // confirms it finds 0, and restores.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 2);
+            // An event saying 1 that a read confirms: nothing to do.
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.attempts().len(), 2);
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.guards[0].state, KeyState::Holding);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+            assert_eq!(snapshot.events_lost, 0);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrun_rereads_every_key_and_is_reported_at_most_once_a_minute() {
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // A change whose event was lost with the queue that overflowed (ENOBUFS): the
+            // socket says so once the queue is drained.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1", "found by the re-read");
+            assert_eq!(h.reports.count(restored(Trigger::Overrun)), 1);
+            assert_eq!(h.reports.count(events_lost(1)), 1);
+            assert_eq!(h.snapshots.borrow().events_lost, 1);
+
+            // Lost again within the minute: re-read and counted, not reported again.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1), KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(
+                h.reports.count(restored(Trigger::Overrun)),
+                1,
+                "no drift left"
+            );
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 1);
+            assert_eq!(
+                h.reports.count(|r| matches!(r, Report::EventsLost { .. })),
+                1
+            );
+            assert_eq!(h.snapshots.borrow().events_lost, 2);
+
+            // A minute after the report: the next loss is reported, with the running count.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(h.netlink_says(Ok(vec![KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.reports.count(events_lost(3)), 1);
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 3);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn socket_errors_reread_every_key_and_100_in_a_row_give_netlink_up() {
+        let error = || Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // A failed wait counts as lost events: every key is re-read.
+            h.kernel.set("0");
+            assert!(h.netlink_says(error()));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Overrun)), 1);
+            assert_eq!(h.reports.count(events_lost(1)), 1);
+
+            // 99 in a row, then a wait that works: the count starts again.
+            for _ in 2..NETLINK_ERRORS_TO_GIVE_UP {
+                assert!(h.netlink_says(error()));
+            }
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            for _ in 1..NETLINK_ERRORS_TO_GIVE_UP {
+                assert!(h.netlink_says(error()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 198);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+
+            // The 100th in a row: netlink is given up, and the snapshot says what it costs.
+            assert!(h.netlink_says(error()));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 199);
+            assert!(
+                snapshot.guards[0]
+                    .degradations
+                    .contains(&Degradation::NoNetlink {
+                        error: "Bad file descriptor (os error 9)".into()
+                    }),
+                "{snapshot:?}"
+            );
+            assert!(
+                snapshot.status_line().contains("DEGRADED net.ipv4.conf.all.forwarding: no netlink events (Bad file descriptor (os error 9)); changes are seen only by inotify and the timed re-read"),
+                "{}",
+                snapshot.status_line()
+            );
+            assert_eq!(
+                h.reports
+                    .count(|r| matches!(r, Report::EventsLost { .. })),
+                1,
+                "within the minute"
+            );
+            // The source was dropped: the loop no longer listens, and the timed re-read is
+            // what sees a change now.
+            h.kernel.set("0");
+            assert!(!h.netlink_says(Ok(vec![forwarding_is(0)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "0");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Reread)), 1);
+        })
+        .await;
     }
 }
