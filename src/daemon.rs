@@ -13,6 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
+use fwdguard_core::hook;
+
 use crate::bpf::{self, Hook};
 use crate::cause::ServiceJobs;
 use crate::config::{self, Action, Config, Origin};
@@ -24,9 +26,9 @@ use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
 use crate::report::{Report, Sink};
 use crate::routing::{GuardId, Routes};
-use crate::snapshot::{Degradation, GuardSnapshot, OutputLoss, Snapshot};
+use crate::snapshot::{Degradation, GuardSnapshot, Impairments, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
-use crate::source::netlink::{EventSocket, RequestSocket};
+use crate::source::netlink::{EventSocket, KernelEvents, RequestSocket};
 use crate::sysctl::ProcSys;
 use crate::value::Value;
 
@@ -119,11 +121,12 @@ pub enum DaemonError {
     HookOptions(String),
 }
 
-/// The loop's connections to the kernel and the service manager, apart from the knobs.
+/// The loop's connections to the kernel and the service manager, apart from the knobs. The
+/// kernel's events come from an [`EventSocket`], or whatever [`KernelEvents`] a test scripts.
 #[derive(Debug)]
-pub struct Io {
+pub struct Io<E = EventSocket> {
     /// `None` when netlink could not be used: then inotify and the re-read are all there is.
-    pub events: Option<EventSocket>,
+    pub events: Option<E>,
     pub requests: Option<RequestSocket>,
     /// Why there are no netlink events, if there are none.
     pub netlink_error: Option<String>,
@@ -183,10 +186,10 @@ pub async fn run(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(),
 type LinkDump = Pin<Box<dyn Future<Output = (RequestSocket, std::io::Result<Vec<(u32, String)>>)>>>;
 
 /// The loop, over any knobs (tests hand in a double) and any [`Io`].
-pub async fn run_with<K: Knobs>(
+pub async fn run_with<K: Knobs, E: KernelEvents>(
     setup: Setup,
     knobs: K,
-    io: Io,
+    io: Io<E>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -206,29 +209,22 @@ pub async fn run_with<K: Knobs>(
     let mut written = Vec::new();
     let mut link_dump: Option<LinkDump> = None;
 
-    let snapshot = g.build_snapshot();
-    let status = snapshot.status_line();
-    // Readers of the state (the metrics) have it before the service manager hears READY=1.
-    g.snapshot.send_replace(snapshot);
-    g.notifier.ready(&status);
-    g.publish();
+    let status = g.ready();
     tracing::info!("ready: {status}");
 
     loop {
-        if g.links_stale
-            && link_dump.is_none()
-            && let Some(socket) = g.requests.take()
+        if link_dump.is_none()
+            && let Some(socket) = g.sources.netlink.start_link_dump()
         {
-            g.links_stale = false;
             link_dump = Some(Box::pin(dump_links(socket)));
         }
-        let deadline = g.next_deadline();
-        let flush_at = g.next_flush();
+        let deadline = g.keys.next_deadline();
+        let flush_at = g.outputs.next_flush();
         tokio::select! {
-            r = next_kernel_batch(&mut g.events, &mut kernel_events) => {
+            r = next_kernel_batch(&mut g.sources.netlink.events, &mut kernel_events) => {
                 g.on_kernel_events(r, &mut kernel_events);
             }
-            r = g.files.next(&mut written) => match r {
+            r = g.sources.files.next(&mut written) => match r {
                 Ok(()) => {
                     for id in std::mem::take(&mut written) {
                         g.reconcile(id, &Observation::all(Trigger::Inotify));
@@ -236,11 +232,11 @@ pub async fn run_with<K: Knobs>(
                 }
                 Err(e) => tracing::error!("inotify: {e}"),
             },
-            Some(observation) = g.inbox.recv() => g.on_observation(observation),
-            Some(report) = g.reports.recv() => g.emit(report),
+            Some(observation) = g.sources.inbox.recv() => g.on_observation(observation),
+            Some(report) = g.sources.reports.recv() => g.outputs.emit(report),
             (socket, links) = async { link_dump.as_mut().expect("guarded").await }, if link_dump.is_some() => {
                 link_dump = None;
-                g.requests = Some(socket);
+                g.sources.netlink.requests = Some(socket);
                 g.on_links(links);
             }
             _ = reread.tick() => {
@@ -251,10 +247,10 @@ pub async fn run_with<K: Knobs>(
                 g.tick();
             }
             _ = async { sleep_until(flush_at?).await; Some(()) }, if flush_at.is_some() => {
-                g.flush_outputs();
+                g.outputs.flush();
             }
             _ = async { watchdog.as_mut()?.tick().await; Some(()) }, if watchdog.is_some() => {
-                g.notifier.watchdog();
+                g.outputs.notifier.watchdog();
             }
             _ = hup.recv() => {
                 let before = g.config.reread_interval;
@@ -269,7 +265,7 @@ pub async fn run_with<K: Knobs>(
         }
         g.publish();
     }
-    g.notifier.stopping();
+    g.outputs.notifier.stopping();
     tracing::info!("stopping");
     Ok(())
 }
@@ -287,11 +283,11 @@ fn reread_timer(period: Duration) -> tokio::time::Interval {
 }
 
 async fn next_kernel_batch(
-    events: &mut Option<EventSocket>,
+    events: &mut Option<impl KernelEvents>,
     out: &mut Vec<KernelEvent>,
 ) -> std::io::Result<()> {
     match events {
-        Some(socket) => socket.next_batch(out).await,
+        Some(source) => source.next_batch(out).await,
         None => pending().await,
     }
 }
@@ -302,6 +298,35 @@ async fn dump_links(
 ) -> (RequestSocket, std::io::Result<Vec<(u32, String)>>) {
     let links = socket.links().await;
     (socket, links)
+}
+
+/// The daemon: the configuration in force, and its four parts. An event comes from the
+/// [`Sources`], [`Keys`] route it, let the policy judge it and write the knob, and the
+/// [`Outputs`] tell of it; the [`HookState`] replaces and names writes before they land.
+struct Guardian<K: Knobs, E> {
+    config: Config,
+    /// The file named with `-c`, re-read on SIGHUP.
+    explicit: Option<PathBuf>,
+    /// Why the last reload failed, while the previous configuration runs on.
+    reload_error: Option<String>,
+    keys: Keys<K>,
+    sources: Sources<E>,
+    outputs: Outputs,
+    hook: HookState,
+}
+
+/// The guarded keys: what the policy knows of each, their open descriptors, and which key an
+/// event concerns.
+struct Keys<K: Knobs> {
+    knobs: K,
+    guards: BTreeMap<GuardId, Guarded<K::Knob>>,
+    /// The last id handed out: a key keeps its id across reloads, a new key gets a new one.
+    next_id: u32,
+    routes: Routes,
+    /// Where routing puts its observations, kept to spare an allocation per event.
+    routed: Vec<(GuardId, Observation)>,
+    /// The service jobs a drop without a cause of its own is attributed to (the D-Bus watcher).
+    jobs: Option<watch::Receiver<ServiceJobs>>,
 }
 
 /// One guarded key: what the policy knows, and its open descriptor.
@@ -319,44 +344,54 @@ struct Guarded<N> {
     refused: Option<SysctlError>,
 }
 
-/// The guarded keys and everything needed to keep them right.
-struct Guardian<K: Knobs> {
-    config: Config,
-    explicit: Option<PathBuf>,
-    knobs: K,
-    guards: BTreeMap<GuardId, Guarded<K::Knob>>,
-    next_id: u32,
-    routes: Routes,
+/// Where observations come from, besides the loop's own timers: the kernel's events, inotify,
+/// and the channels other tasks (the D-Bus job watcher, the hook's reader, the persisted-files
+/// watch) send into.
+struct Sources<E> {
+    netlink: Netlink<E>,
+    files: FileWatch,
+    /// Kept so the inbox never closes, even when no other source holds a sender; the hook's
+    /// reader gets a clone.
+    observer: mpsc::Sender<Observation>,
+    inbox: mpsc::Receiver<Observation>,
+    /// Kept, like `observer`, so the channel never closes.
+    _reporter: mpsc::Sender<Report>,
+    reports: mpsc::Receiver<Report>,
+}
+
+/// The netlink side: netconf and link events, and the request socket the interface table is
+/// dumped with.
+struct Netlink<E> {
+    /// `None` when netlink could not be used, or was given up.
+    events: Option<E>,
+    /// `None` while a link dump runs beside the loop (or when there is none).
+    requests: Option<RequestSocket>,
+    /// Why there are no netlink events, if there are none.
+    error: Option<String>,
+    /// Event socket errors in a row.
+    socket_errors: u32,
+    /// The interface table needs a fresh dump (after lost events).
+    links_stale: bool,
+    /// Times events were lost (ENOBUFS).
+    events_lost: u64,
+    events_lost_reported: Option<Instant>,
+}
+
+/// Where what the daemon does goes: reports to the journal (or stderr) and the configured
+/// sinks, its state to the service manager and, as the snapshot, to metrics.
+struct Outputs {
     /// The journal or stderr.
     log: Box<dyn Sink>,
     /// The webhooks' sinks, replaced when a reload changes the `[[webhook]]` tables.
     sinks: Vec<Box<dyn Sink>>,
     /// The webhooks' endpoints and the metrics listener, on the delivery thread.
-    outputs: output::ConfiguredOutputs,
-    events: Option<EventSocket>,
-    requests: Option<RequestSocket>,
-    netlink_error: Option<String>,
-    socket_errors: u32,
-    /// The interface table needs a fresh dump (after lost events).
-    links_stale: bool,
-    files: FileWatch,
+    configured: output::ConfiguredOutputs,
     notifier: Notifier,
-    /// Kept so the inbox never closes, even when no other source holds a sender.
-    _observer: mpsc::Sender<Observation>,
-    inbox: mpsc::Receiver<Observation>,
-    /// Kept, like `_observer`, so the channel never closes.
-    _reporter: mpsc::Sender<Report>,
-    reports: mpsc::Receiver<Report>,
-    jobs: Option<watch::Receiver<ServiceJobs>>,
     snapshot: watch::Sender<Snapshot>,
+    /// The last report, as its sentence.
+    last_report: Option<String>,
     /// Something the snapshot shows changed since it was last published.
     changed: bool,
-    events_lost: u64,
-    events_lost_reported: Option<Instant>,
-    last_report: Option<String>,
-    reload_error: Option<String>,
-    routed: Vec<(GuardId, Observation)>,
-    hook: HookState,
 }
 
 /// The BPF sysctl hook as the loop keeps it: rebuilt on a reload that changes what it guards.
@@ -371,49 +406,57 @@ struct HookState {
     prevent_error: Option<String>,
 }
 
-impl<K: Knobs> Guardian<K> {
+impl<K: Knobs, E: KernelEvents> Guardian<K, E> {
     /// Reconciles every guard once, so that a knob that is wrong at start is fixed before
     /// READY=1.
-    async fn start(setup: Setup, knobs: K, io: Io) -> Self {
+    async fn start(setup: Setup, knobs: K, io: Io<E>) -> Self {
         let config = setup.config;
-        let outputs = output::ConfiguredOutputs::new(setup.snapshot.subscribe());
+        let configured = output::ConfiguredOutputs::new(setup.snapshot.subscribe());
         let mut this = Self {
-            guards: BTreeMap::new(),
-            next_id: 0,
-            routes: Routes::default(),
-            knobs,
-            log: setup.log,
-            sinks: Vec::new(),
-            outputs,
-            explicit: setup.explicit,
-            events: io.events,
-            requests: io.requests,
-            netlink_error: io.netlink_error,
-            socket_errors: 0,
-            links_stale: false,
-            files: io.files,
-            notifier: io.notifier,
-            _observer: setup.observer,
-            inbox: setup.inbox,
-            _reporter: setup.reporter,
-            reports: setup.reports,
-            jobs: setup.jobs,
-            snapshot: setup.snapshot,
-            changed: true,
-            events_lost: 0,
-            events_lost_reported: None,
-            last_report: None,
-            reload_error: None,
-            routed: Vec::new(),
+            keys: Keys {
+                knobs,
+                guards: BTreeMap::new(),
+                next_id: 0,
+                routes: Routes::default(),
+                routed: Vec::new(),
+                jobs: setup.jobs,
+            },
+            sources: Sources {
+                netlink: Netlink {
+                    events: io.events,
+                    requests: io.requests,
+                    error: io.netlink_error,
+                    socket_errors: 0,
+                    links_stale: false,
+                    events_lost: 0,
+                    events_lost_reported: None,
+                },
+                files: io.files,
+                observer: setup.observer,
+                inbox: setup.inbox,
+                _reporter: setup.reporter,
+                reports: setup.reports,
+            },
+            outputs: Outputs {
+                log: setup.log,
+                sinks: Vec::new(),
+                configured,
+                notifier: io.notifier,
+                snapshot: setup.snapshot,
+                last_report: None,
+                changed: true,
+            },
             hook: HookState {
                 options: io.hook,
                 ..HookState::default()
             },
+            explicit: setup.explicit,
+            reload_error: None,
             config: config.clone(),
         };
         // The interface table before the first reconcile, so per-interface events route.
         // At start it may wait for the kernel (with a timeout): nothing is guarded yet.
-        if let Some(requests) = &mut this.requests {
+        if let Some(requests) = &mut this.sources.netlink.requests {
             let links = requests.links().await;
             this.on_links(links);
         }
@@ -421,10 +464,262 @@ impl<K: Knobs> Guardian<K> {
         this
     }
 
+    /// Publishes the state, then says READY=1 with it: readers of the state (the metrics)
+    /// have it before the service manager hears READY=1. Returns the status line.
+    fn ready(&mut self) -> String {
+        let snapshot = self.build_snapshot();
+        let status = snapshot.status_line();
+        self.outputs.snapshot.send_replace(snapshot);
+        self.outputs.notifier.ready(&status);
+        self.publish();
+        status
+    }
+
     /// Puts `config` in force: guard states (keeping what is known about keys that stay, and
     /// their ids), webhooks and metrics (where their tables changed), file watches, and a
     /// reconcile of every key.
     fn install(&mut self, config: Config, trigger: Trigger) {
+        self.keys.install(&config);
+        for g in self.keys.guards.values() {
+            let guard = &g.state.guard;
+            let seen_by = match guard.key.watch() {
+                Watch::Netconf { .. } if self.sources.netlink.events.is_some() => {
+                    "netconf events (microseconds)"
+                }
+                Watch::Netconf { .. } => "timed re-read only: netlink is unavailable",
+                Watch::File => {
+                    "inotify on writes through its /proc/sys file, else the timed re-read"
+                }
+            };
+            tracing::info!(
+                key = %guard.key,
+                want = %guard.want,
+                action = guard.action.as_str(),
+                "guarding {} = {} ({}); changes seen by {seen_by}",
+                guard.key,
+                guard.want,
+                guard.action.as_str()
+            );
+        }
+        // Webhooks and metrics: started by the first configuration that asks for them, and again
+        // only when a reload changes their table (or the metrics port could not be bound); a
+        // reload that leaves a table alone keeps its endpoints' queues, or its listener.
+        let outputs = &mut self.outputs;
+        if outputs.configured.webhooks() != config.webhooks.as_slice() {
+            outputs.sinks = outputs.configured.start_webhooks(&config.webhooks);
+        }
+        let listen = config.metrics.map(|m| m.listen);
+        if outputs.configured.metrics_listen() != listen {
+            outputs.configured.bind_metrics(listen);
+        }
+        self.config = config;
+        if let Some(reports) = self.hook.install(&self.config, &self.sources.observer) {
+            for r in reports {
+                self.outputs.emit(r);
+            }
+            self.outputs.changed = true;
+        }
+        self.sources.files.clear();
+        self.refresh_file_watches();
+        self.reconcile_all(&Observation::all(trigger));
+        self.outputs.changed = true;
+    }
+
+    /// SIGHUP: validate the whole file; keep the running configuration if it is bad, gone or
+    /// unreadable. The built-in default applies only when no file was in force at start.
+    fn reload(&mut self) {
+        self.outputs.notifier.reloading();
+        let path = match (&self.explicit, &self.config.origin) {
+            (Some(p), _) | (None, Origin::File(p)) => Some(p.clone()),
+            (None, Origin::BuiltIn) => None,
+        };
+        let origin = match &path {
+            Some(p) => p.display().to_string(),
+            None => crate::config::DEFAULT_PATH.to_owned(),
+        };
+        let loaded = match &path {
+            Some(p) => config::load(p),
+            None => config::resolve(None),
+        };
+        match loaded {
+            Ok(config) => {
+                self.reload_error = None;
+                self.outputs.emit(Report::ConfigReloaded {
+                    origin: config.origin.to_string(),
+                    guards: config.guards.len(),
+                });
+                self.install(config, Trigger::Reload);
+            }
+            Err(e) => {
+                let error = e.to_string();
+                self.reload_error = Some(error.lines().next().unwrap_or_default().to_owned());
+                self.outputs.emit(Report::ReloadFailed { origin, error });
+            }
+        }
+        self.publish();
+        let status = self.outputs.snapshot.borrow().status_line();
+        self.outputs.notifier.ready(&status);
+    }
+
+    fn reconcile_all(&mut self, observation: &Observation) {
+        let ids: Vec<GuardId> = self.keys.guards.keys().copied().collect();
+        for id in ids {
+            self.reconcile(id, observation);
+        }
+    }
+
+    /// Lets the policy judge what was seen and carries its decision out: the restore first,
+    /// reports after it, so reporting never delays the fix.
+    fn reconcile(&mut self, id: GuardId, observation: &Observation) {
+        let Some(reports) = self.keys.reconcile(id, observation) else {
+            return;
+        };
+        self.outputs.changed = true;
+        for r in reports {
+            self.outputs.emit(r);
+        }
+    }
+
+    fn on_kernel_events(&mut self, result: std::io::Result<()>, batch: &mut Vec<KernelEvent>) {
+        if let Err(e) = result {
+            tracing::error!("netlink event socket: {e}; re-reading every key");
+            if self.sources.netlink.socket_failed() {
+                self.give_up_netlink(e.to_string());
+            }
+            batch.push(KernelEvent::Overrun);
+        } else {
+            self.sources.netlink.socket_errors = 0;
+        }
+        let mut routed = std::mem::take(&mut self.keys.routed);
+        let mut link_changed = false;
+        for event in batch.drain(..) {
+            tracing::trace!(?event, "kernel event");
+            if event == KernelEvent::Overrun
+                && let Some(report) = self.sources.netlink.overrun(Instant::now())
+            {
+                self.outputs.emit(report);
+            }
+            self.keys.routes.route(&event, &mut routed);
+            for (id, observation) in routed.drain(..) {
+                link_changed |= observation.trigger == Trigger::Link;
+                self.reconcile(id, &observation);
+            }
+        }
+        self.keys.routed = routed;
+        if link_changed {
+            // A file of a re-created interface is a new inode: watch it again.
+            self.refresh_file_watches();
+        }
+    }
+
+    fn give_up_netlink(&mut self, error: String) {
+        tracing::error!(
+            "netlink event socket keeps failing ({error}); giving it up: from now on only inotify and the timed re-read watch the keys"
+        );
+        for g in self.keys.guards.values() {
+            if matches!(g.state.guard.key.watch(), Watch::Netconf { .. }) {
+                tracing::warn!(
+                    key = %g.state.guard.key,
+                    "{}",
+                    Degradation::NoNetlink {
+                        error: error.clone()
+                    }
+                    .describe(&g.state.guard.key.to_string())
+                );
+            }
+        }
+        self.sources.netlink.events = None;
+        self.sources.netlink.error = Some(error);
+        self.refresh_file_watches();
+        self.outputs.changed = true;
+    }
+
+    fn on_links(&mut self, links: std::io::Result<Vec<(u32, String)>>) {
+        match links {
+            Ok(links) => {
+                let mut routed = std::mem::take(&mut self.keys.routed);
+                self.keys.routes.set_links(links, &mut routed);
+                for (id, observation) in routed.drain(..) {
+                    self.reconcile(id, &observation);
+                }
+                self.keys.routed = routed;
+            }
+            Err(e) => tracing::error!("cannot list interfaces: {e}"),
+        }
+    }
+
+    /// An observation another task sent in. A write the BPF hook saw is reported with its
+    /// writer first, unless the key is flapping (then the episode's reports stand for it);
+    /// then the key is checked as after any event.
+    fn on_observation(&mut self, observation: Observation) {
+        tracing::debug!(?observation, "observation");
+        for id in self.keys.routes.resolve(&observation.scope) {
+            let recheck = match (&observation.cause, self.keys.guards.get_mut(&id)) {
+                (Some(Cause::Writer(writer)), Some(g)) => {
+                    let decision = g.state.write_seen(writer, policy_now());
+                    for r in decision.reports {
+                        self.outputs.emit(r);
+                    }
+                    decision.recheck
+                }
+                _ => true,
+            };
+            if recheck {
+                self.reconcile(id, &observation);
+            }
+        }
+    }
+
+    /// Watches the files of keys without netconf events (of all keys, without netlink).
+    fn refresh_file_watches(&mut self) {
+        let netlink = self.sources.netlink.events.is_some();
+        if self
+            .keys
+            .refresh_file_watches(&mut self.sources.files, netlink)
+        {
+            self.outputs.changed = true;
+        }
+    }
+
+    /// A retry or the end of a flapping episode fell due.
+    fn tick(&mut self) {
+        let (reports, due) = self.keys.tick(policy_now());
+        for r in reports {
+            self.outputs.emit(r);
+        }
+        for id in due {
+            self.reconcile(id, &Observation::all(Trigger::Retry));
+        }
+        self.outputs.changed = true;
+    }
+
+    /// Publishes the snapshot and the status line, if anything changed.
+    fn publish(&mut self) {
+        if !std::mem::take(&mut self.outputs.changed) {
+            return;
+        }
+        let snapshot = self.build_snapshot();
+        self.outputs.publish(snapshot);
+    }
+
+    fn build_snapshot(&self) -> Snapshot {
+        Snapshot {
+            guards: self.keys.snapshots(
+                self.sources.netlink.error.as_deref(),
+                self.hook.prevent_error.as_deref(),
+            ),
+            events_lost: self.sources.netlink.events_lost,
+            output_losses: self.outputs.losses(),
+            reload_error: self.reload_error.clone(),
+            last_report: self.outputs.last_report.clone(),
+            hook: self.hook.hook.as_ref().map(|h| hook_place(&h.attachment)),
+        }
+    }
+}
+
+impl<K: Knobs> Keys<K> {
+    /// The guards of `config`, keeping what is known about keys that stay, and their ids.
+    fn install(&mut self, config: &Config) {
         let mut old: BTreeMap<_, _> = std::mem::take(&mut self.guards)
             .into_iter()
             .map(|(id, g)| (g.state.guard.key.clone(), (id, g)))
@@ -455,93 +750,12 @@ impl<K: Knobs> Guardian<K> {
         }
         self.routes
             .set_guards(self.guards.iter().map(|(id, g)| (*id, &g.state.guard.key)));
-        for g in self.guards.values() {
-            let guard = &g.state.guard;
-            let seen_by = match guard.key.watch() {
-                Watch::Netconf { .. } if self.events.is_some() => "netconf events (microseconds)",
-                Watch::Netconf { .. } => "timed re-read only: netlink is unavailable",
-                Watch::File => {
-                    "inotify on writes through its /proc/sys file, else the timed re-read"
-                }
-            };
-            tracing::info!(
-                key = %guard.key,
-                want = %guard.want,
-                action = guard.action.as_str(),
-                "guarding {} = {} ({}); changes seen by {seen_by}",
-                guard.key,
-                guard.want,
-                guard.action.as_str()
-            );
-        }
-        // Webhooks and metrics: started by the first configuration that asks for them, and again
-        // only when a reload changes their table (or the metrics port could not be bound); a
-        // reload that leaves a table alone keeps its endpoints' queues, or its listener.
-        if self.outputs.webhooks() != config.webhooks.as_slice() {
-            self.sinks = self.outputs.start_webhooks(&config.webhooks);
-        }
-        let listen = config.metrics.map(|m| m.listen);
-        if self.outputs.metrics_listen() != listen {
-            self.outputs.bind_metrics(listen);
-        }
-        self.config = config;
-        self.install_hook();
-        self.files.clear();
-        self.refresh_file_watches();
-        self.reconcile_all(&Observation::all(trigger));
-        self.changed = true;
     }
 
-    /// SIGHUP: validate the whole file; keep the running configuration if it is bad, gone or
-    /// unreadable. The built-in default applies only when no file was in force at start.
-    fn reload(&mut self) {
-        self.notifier.reloading();
-        let path = match (&self.explicit, &self.config.origin) {
-            (Some(p), _) | (None, Origin::File(p)) => Some(p.clone()),
-            (None, Origin::BuiltIn) => None,
-        };
-        let origin = match &path {
-            Some(p) => p.display().to_string(),
-            None => crate::config::DEFAULT_PATH.to_owned(),
-        };
-        let loaded = match &path {
-            Some(p) => config::load(p),
-            None => config::resolve(None),
-        };
-        match loaded {
-            Ok(config) => {
-                self.reload_error = None;
-                self.emit(Report::ConfigReloaded {
-                    origin: config.origin.to_string(),
-                    guards: config.guards.len(),
-                });
-                self.install(config, Trigger::Reload);
-            }
-            Err(e) => {
-                let error = e.to_string();
-                self.reload_error = Some(error.lines().next().unwrap_or_default().to_owned());
-                self.emit(Report::ReloadFailed { origin, error });
-            }
-        }
-        self.publish();
-        let status = self.snapshot.borrow().status_line();
-        self.notifier.ready(&status);
-    }
-
-    fn reconcile_all(&mut self, observation: &Observation) {
-        let ids: Vec<GuardId> = self.guards.keys().copied().collect();
-        for id in ids {
-            self.reconcile(id, observation);
-        }
-    }
-
-    /// Lets the policy judge what was seen and carries its decision out: the restore first,
-    /// reports after it, so reporting never delays the fix.
-    fn reconcile(&mut self, id: GuardId, observation: &Observation) {
-        let Some(g) = self.guards.get_mut(&id) else {
-            return;
-        };
-        self.changed = true;
+    /// What was seen, judged by the policy and carried out on the knob: the restores it asks
+    /// for, then the reports to send. `None`: no such guard.
+    fn reconcile(&mut self, id: GuardId, observation: &Observation) -> Option<Vec<Report>> {
+        let g = self.guards.get_mut(&id)?;
         if observation.trigger == Trigger::Link {
             // The interface came, went or was renamed: the old descriptor is another file.
             g.knob = None;
@@ -575,237 +789,15 @@ impl<K: Knobs> Guardian<K> {
             decision = g.state.restored(outcome, trigger, cause, policy_now());
             reports.append(&mut decision.reports);
         }
-        for r in reports {
-            self.emit(r);
-        }
+        Some(reports)
     }
 
-    fn on_kernel_events(&mut self, result: std::io::Result<()>, batch: &mut Vec<KernelEvent>) {
-        if let Err(e) = result {
-            self.socket_errors += 1;
-            tracing::error!("netlink event socket: {e}; re-reading every key");
-            if self.socket_errors >= NETLINK_ERRORS_TO_GIVE_UP {
-                self.give_up_netlink(e.to_string());
-            }
-            batch.push(KernelEvent::Overrun);
-        } else {
-            self.socket_errors = 0;
-        }
-        let mut routed = std::mem::take(&mut self.routed);
-        let mut link_changed = false;
-        for event in batch.drain(..) {
-            tracing::trace!(?event, "kernel event");
-            if event == KernelEvent::Overrun {
-                self.on_overrun();
-            }
-            self.routes.route(&event, &mut routed);
-            for (id, observation) in routed.drain(..) {
-                link_changed |= observation.trigger == Trigger::Link;
-                self.reconcile(id, &observation);
-            }
-        }
-        self.routed = routed;
-        if link_changed {
-            // A file of a re-created interface is a new inode: watch it again.
-            self.refresh_file_watches();
-        }
-    }
-
-    /// Events were lost: every key is re-read now (the routing sends each an overrun
-    /// observation), and the interface table is dumped again after that, beside the loop.
-    fn on_overrun(&mut self) {
-        self.events_lost += 1;
-        self.links_stale = true;
-        let now = Instant::now();
-        if self
-            .events_lost_reported
-            .is_none_or(|t| now - t >= EVENTS_LOST_REPORT_EVERY)
-        {
-            self.events_lost_reported = Some(now);
-            self.emit(Report::EventsLost {
-                times: self.events_lost,
-            });
-        }
-    }
-
-    fn give_up_netlink(&mut self, error: String) {
-        tracing::error!(
-            "netlink event socket keeps failing ({error}); giving it up: from now on only inotify and the timed re-read watch the keys"
-        );
-        self.events = None;
-        self.netlink_error = Some(error);
-        for g in self.guards.values() {
-            if matches!(g.state.guard.key.watch(), Watch::Netconf { .. }) {
-                tracing::warn!(
-                    key = %g.state.guard.key,
-                    "{}",
-                    Degradation::NoNetlink {
-                        error: self.netlink_error.clone().unwrap_or_default()
-                    }
-                    .describe(&g.state.guard.key.to_string())
-                );
-            }
-        }
-        self.refresh_file_watches();
-        self.changed = true;
-    }
-
-    fn on_links(&mut self, links: std::io::Result<Vec<(u32, String)>>) {
-        match links {
-            Ok(links) => {
-                let mut routed = std::mem::take(&mut self.routed);
-                self.routes.set_links(links, &mut routed);
-                for (id, observation) in routed.drain(..) {
-                    self.reconcile(id, &observation);
-                }
-                self.routed = routed;
-            }
-            Err(e) => tracing::error!("cannot list interfaces: {e}"),
-        }
-    }
-
-    /// An observation another task sent in. A write the BPF hook saw is reported with its
-    /// writer first, unless the key is flapping (then the episode's reports stand for it);
-    /// then the key is checked as after any event.
-    fn on_observation(&mut self, observation: Observation) {
-        tracing::debug!(?observation, "observation");
-        for id in self.routes.resolve(&observation.scope) {
-            if let (Some(Cause::Writer(writer)), Some(g)) =
-                (&observation.cause, self.guards.get_mut(&id))
-            {
-                let mut reports = Vec::new();
-                if g.state
-                    .write_seen(writer.replaced, policy_now(), &mut reports)
-                {
-                    let guard = &g.state.guard;
-                    reports.insert(
-                        0,
-                        if writer.replaced {
-                            Report::WriteReplaced {
-                                key: guard.key.clone(),
-                                want: guard.want.clone(),
-                                writer: writer.clone(),
-                            }
-                        } else {
-                            Report::WriteSeen {
-                                key: guard.key.clone(),
-                                want: guard.want.clone(),
-                                action: guard.action,
-                                writer: writer.clone(),
-                            }
-                        },
-                    );
-                }
-                for r in reports {
-                    self.emit(r);
-                }
-            }
-            self.reconcile(id, &observation);
-        }
-    }
-
-    /// Attaches the BPF sysctl hook for the configuration in force: `prevent` keys are
-    /// replaced, the others' writers named. Kept as it is when the guarded keys and values
-    /// did not change; a new hook is attached before the old one goes, so there is no gap.
-    /// What cannot be had is said once: `prevent` then restores.
-    fn install_hook(&mut self) {
-        let Some(options) = self.hook.options.clone() else {
-            return;
-        };
-        if !self.config.bpf_hook {
-            let had = self.hook.hook.take().is_some();
-            let prevented: Vec<SysctlKey> =
-                self.config.prevented().map(|g| g.key.clone()).collect();
-            let error = bpf::HOOK_OFF.to_owned();
-            if !prevented.is_empty() && self.hook.prevent_error.as_ref() != Some(&error) {
-                self.emit(Report::PreventUnavailable {
-                    keys: prevented,
-                    error: error.clone(),
-                    writers_named: false,
-                });
-            }
-            if had {
-                tracing::info!("BPF sysctl hook detached (bpf-hook = false)");
-            }
-            self.hook.prevent_error = self.config.prevented().next().map(|_| error);
-            self.hook.targets.clear();
-            self.changed = true;
-            return;
-        }
-        let keys: Vec<SysctlKey> = self.config.guards.iter().map(|g| g.key.clone()).collect();
-        let targets: Vec<bpf::Target> = self.config.guards.iter().map(bpf::Target::of).collect();
-        if targets == self.hook.targets {
-            return;
-        }
-        let prevented: Vec<SysctlKey> = self.config.prevented().map(|g| g.key.clone()).collect();
-        let observer = self._observer.clone();
-        let send = move |a: bpf::Attempt| {
-            if let Some(key) = keys.get(a.target) {
-                // Never waits: a full queue loses the report, not the replacement.
-                let _ = observer.try_send(
-                    Observation::key(key.clone(), Trigger::Writer)
-                        .with_cause(Cause::Writer(Box::new(a.writer))),
-                );
-            }
-        };
-        let (hook, prevent_error) = match Hook::attach(&targets, &options, send.clone()) {
-            Ok(h) => (Some(h), None),
-            Err(e) if !prevented.is_empty() => {
-                // Without the replacement, writers can still be named where only it failed.
-                let audit: Vec<bpf::Target> = targets
-                    .iter()
-                    .map(|t| bpf::Target {
-                        mode: bpf::Mode::Audit,
-                        ..t.clone()
-                    })
-                    .collect();
-                let hook = if e.audit_still_possible() {
-                    Hook::attach(&audit, &options, send).ok()
-                } else {
-                    None
-                };
-                (hook, Some(e.to_string()))
-            }
-            Err(e) => {
-                // Naming writers is extra (the packaged unit does not grant the hook's
-                // privileges unless asked): said when attaching, not a warning.
-                tracing::info!("writers of the guarded keys are not named: {e}");
-                (None, None)
-            }
-        };
-        if let Some(h) = &hook {
-            let a = &h.attachment;
-            let prevent = if prevent_error.is_none() {
-                prevented.len()
-            } else {
-                0
-            };
-            self.emit(Report::HookAttached {
-                cgroup: hook_place(a),
-                netns: a.netns,
-                prevent,
-                audit: a.covered.len().saturating_sub(prevent),
-            });
-        }
-        if let Some(error) = &prevent_error {
-            self.emit(Report::PreventUnavailable {
-                keys: prevented,
-                error: error.clone(),
-                writers_named: hook.is_some(),
-            });
-        }
-        // The new hook is attached: the old one may go.
-        self.hook.hook = hook;
-        self.hook.targets = targets;
-        self.hook.prevent_error = prevent_error;
-        self.changed = true;
-    }
-
-    /// Watches the files of keys without netconf events (of all keys, without netlink). A key
-    /// whose file is missing now is picked up again on a later re-read or link event; a watch
-    /// refused for another reason (the inotify limit) is a warning naming the key.
-    fn refresh_file_watches(&mut self) {
-        let netlink = self.events.is_some();
+    /// Watches the files of keys without netconf events (of all keys, without `netlink`). A
+    /// key whose file is missing now is picked up again on a later re-read or link event; a
+    /// watch refused for another reason (the inotify limit) is a warning naming the key.
+    /// Returns whether a key's watch changed.
+    fn refresh_file_watches(&mut self, files: &mut FileWatch, netlink: bool) -> bool {
+        let mut changed = false;
         for (id, g) in &mut self.guards {
             let needs_watch = match g.state.guard.key.watch() {
                 Watch::File => true,
@@ -815,7 +807,7 @@ impl<K: Knobs> Guardian<K> {
                 continue;
             }
             let key = &g.state.guard.key;
-            let no_watch = match self.files.watch(*id, &key.proc_path()) {
+            let no_watch = match files.watch(*id, &key.proc_path()) {
                 Ok(()) => None,
                 // The key is not there: reported as unavailable, and watched once it is.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -829,9 +821,10 @@ impl<K: Knobs> Guardian<K> {
                     tracing::warn!(key = %key, "{}", what.describe(&key.to_string()));
                 }
                 g.no_watch = no_watch;
-                self.changed = true;
+                changed = true;
             }
         }
+        changed
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -842,25 +835,75 @@ impl<K: Knobs> Guardian<K> {
             .map(Instant::from_std)
     }
 
-    /// A retry or the end of a flapping episode fell due.
-    fn tick(&mut self) {
-        let now = policy_now();
+    /// Time passed: the reports it brings, and the keys whose restore retry is due.
+    fn tick(&mut self, now: std::time::Instant) -> (Vec<Report>, Vec<GuardId>) {
         let mut reports = Vec::new();
         let mut due = Vec::new();
         for (id, g) in &mut self.guards {
-            if g.state.tick(now, &mut reports) {
+            let mut decision = g.state.tick(now);
+            reports.append(&mut decision.reports);
+            if decision.recheck {
                 due.push(*id);
             }
         }
-        for r in reports {
-            self.emit(r);
-        }
-        for id in due {
-            self.reconcile(id, &Observation::all(Trigger::Retry));
-        }
-        self.changed = true;
+        (reports, due)
     }
 
+    /// Every guard as the snapshot shows it, degraded by what the daemon knows.
+    fn snapshots(&self, no_netlink: Option<&str>, no_prevent: Option<&str>) -> Vec<GuardSnapshot> {
+        self.guards
+            .iter()
+            .map(|(id, g)| {
+                let impairments = Impairments {
+                    no_watch: g.no_watch.as_deref(),
+                    no_netlink,
+                    refused: g.state.refusal(),
+                    no_prevent,
+                };
+                g.state.snapshot(*id, &impairments)
+            })
+            .collect()
+    }
+}
+
+impl<E> Netlink<E> {
+    /// Hands out the request socket for a link dump, when the interface table is stale and no
+    /// dump runs.
+    fn start_link_dump(&mut self) -> Option<RequestSocket> {
+        if !self.links_stale {
+            return None;
+        }
+        let socket = self.requests.take()?;
+        self.links_stale = false;
+        Some(socket)
+    }
+
+    /// The event socket failed once more: whether to give it up now.
+    fn socket_failed(&mut self) -> bool {
+        self.socket_errors += 1;
+        self.socket_errors >= NETLINK_ERRORS_TO_GIVE_UP
+    }
+
+    /// Events were lost: every key is re-read now (the routing sends each an overrun
+    /// observation), and the interface table is dumped again after that, beside the loop.
+    /// The report, when one is due.
+    fn overrun(&mut self, now: Instant) -> Option<Report> {
+        self.events_lost += 1;
+        self.links_stale = true;
+        if self
+            .events_lost_reported
+            .is_none_or(|t| now - t >= EVENTS_LOST_REPORT_EVERY)
+        {
+            self.events_lost_reported = Some(now);
+            return Some(Report::EventsLost {
+                times: self.events_lost,
+            });
+        }
+        None
+    }
+}
+
+impl Outputs {
     fn emit(&mut self, report: Report) {
         self.log.emit(&report);
         for sink in &mut self.sinks {
@@ -879,29 +922,25 @@ impl<K: Knobs> Guardian<K> {
         self.notifier.next_flush().into_iter().chain(sinks).min()
     }
 
-    fn flush_outputs(&mut self) {
+    fn flush(&mut self) {
         self.notifier.flush(Instant::now());
         self.log.flush();
         for sink in &mut self.sinks {
             sink.flush();
         }
-        if let Some(lost) = self.notifier.take_loss() {
-            self.emit(Report::OutputLost {
-                output: "the service manager (NOTIFY_SOCKET)".into(),
-                lost,
-            });
-        }
+        self.report_notify_loss();
         self.changed = true;
     }
 
-    /// Publishes the snapshot and the status line, if anything changed.
-    fn publish(&mut self) {
-        if !std::mem::take(&mut self.changed) {
-            return;
-        }
-        let snapshot = self.build_snapshot();
+    /// The status line to the service manager, the snapshot to its readers.
+    fn publish(&mut self, snapshot: Snapshot) {
         self.notifier.status(&snapshot.status_line());
         self.snapshot.send_replace(snapshot);
+        self.report_notify_loss();
+    }
+
+    /// Messages the service manager did not take (READY=, STATUS=), once it takes them again.
+    fn report_notify_loss(&mut self) {
         if let Some(lost) = self.notifier.take_loss() {
             self.emit(Report::OutputLost {
                 output: "the service manager (NOTIFY_SOCKET)".into(),
@@ -910,72 +949,92 @@ impl<K: Knobs> Guardian<K> {
         }
     }
 
-    fn build_snapshot(&self) -> Snapshot {
-        let guards = self
-            .guards
-            .iter()
-            .map(|(id, g)| {
-                let guard = &g.state.guard;
-                let (state, value) = g.state.state();
-                let mut degradations = Vec::new();
-                if let Some(error) = &g.no_watch {
-                    degradations.push(Degradation::NoFileWatch {
-                        error: error.clone(),
-                    });
-                }
-                if let (Some(error), Watch::Netconf { .. }) =
-                    (&self.netlink_error, guard.key.watch())
-                {
-                    degradations.push(Degradation::NoNetlink {
-                        error: error.clone(),
-                    });
-                }
-                if let Some(error) = g.state.refusal() {
-                    degradations.push(Degradation::CannotRestore {
-                        error: error.to_owned(),
-                    });
-                }
-                if let (Some(error), Action::Prevent) = (&self.hook.prevent_error, guard.action) {
-                    degradations.push(Degradation::NoPrevent {
-                        error: error.clone(),
-                    });
-                }
-                GuardSnapshot {
-                    id: *id,
-                    key: guard.key.to_string(),
-                    want: guard.want.to_string(),
-                    action: guard.action.as_str(),
-                    state,
-                    value: value.map(ToString::to_string),
-                    restores: g.state.restores,
-                    drops: g.state.drops,
-                    failed_restores: g.state.failed_restores,
-                    flapping_episodes: g.state.flapping_episodes,
-                    writes_replaced: g.state.writes_replaced,
-                    degradations,
-                    wrong: g.state.wrong.clone(),
-                }
-            })
-            .collect();
-        let mut output_losses: Vec<OutputLoss> = std::iter::once(&self.log)
+    /// What each output dropped rather than wait for its reader.
+    fn losses(&self) -> Vec<OutputLoss> {
+        let mut losses: Vec<OutputLoss> = std::iter::once(&self.log)
             .chain(&self.sinks)
             .map(|s| OutputLoss {
                 output: s.name(),
                 dropped: s.dropped(),
             })
             .collect();
-        output_losses.push(OutputLoss {
+        losses.push(OutputLoss {
             output: "notify".into(),
             dropped: self.notifier.dropped(),
         });
-        Snapshot {
-            guards,
-            events_lost: self.events_lost,
-            output_losses,
-            reload_error: self.reload_error.clone(),
-            last_report: self.last_report.clone(),
-            hook: self.hook.hook.as_ref().map(|h| hook_place(&h.attachment)),
+        losses
+    }
+}
+
+impl HookState {
+    /// Attaches the BPF sysctl hook for `config`: `prevent` keys are replaced, the others'
+    /// writers named (sent to `observer`). Kept as it is when the guarded keys and values did
+    /// not change; a new hook is attached before the old one goes, so there is no gap. What
+    /// cannot be had is said once: `prevent` then restores. The reports to send; `None` when
+    /// nothing changed.
+    fn install(
+        &mut self,
+        config: &Config,
+        observer: &mpsc::Sender<Observation>,
+    ) -> Option<Vec<Report>> {
+        let options = self.options.clone()?;
+        let mut plan = hook::Plan::new(config.prevented().map(|g| g.key.clone()).collect());
+        if !config.bpf_hook {
+            let had = self.hook.take().is_some();
+            let outcome = plan.off(bpf::HOOK_OFF, self.prevent_error.as_deref());
+            if had {
+                tracing::info!("BPF sysctl hook detached (bpf-hook = false)");
+            }
+            self.prevent_error = outcome.prevent_error;
+            self.targets.clear();
+            return Some(outcome.reports);
         }
+        let keys: Vec<SysctlKey> = config.guards.iter().map(|g| g.key.clone()).collect();
+        let targets: Vec<bpf::Target> = config.guards.iter().map(bpf::Target::of).collect();
+        if targets == self.targets {
+            return None;
+        }
+        let observer = observer.clone();
+        let send = move |a: bpf::Attempt| {
+            if let Some(key) = keys.get(a.target) {
+                // Never waits: a full queue loses the report, not the replacement.
+                let _ = observer.try_send(
+                    Observation::key(key.clone(), Trigger::Writer)
+                        .with_cause(Cause::Writer(Box::new(a.writer))),
+                );
+            }
+        };
+        let hook = match Hook::attach(&targets, &options, send.clone()) {
+            Ok(h) => Some(h),
+            Err(e) => match plan.failed(e.to_string(), e.audit_still_possible()) {
+                hook::Fallback::AuditOnly => {
+                    let audit: Vec<bpf::Target> = targets
+                        .iter()
+                        .map(|t| bpf::Target {
+                            mode: bpf::Mode::Audit,
+                            ..t.clone()
+                        })
+                        .collect();
+                    Hook::attach(&audit, &options, send).ok()
+                }
+                hook::Fallback::WithoutHook => None,
+                hook::Fallback::WritersUnnamed => {
+                    tracing::info!("writers of the guarded keys are not named: {e}");
+                    None
+                }
+            },
+        };
+        let placed = hook.as_ref().map(|h| hook::Placed {
+            cgroup: hook_place(&h.attachment),
+            netns: h.attachment.netns,
+            covered: h.attachment.covered.len(),
+        });
+        let outcome = plan.settle(placed.as_ref());
+        // The new hook is attached: the old one may go.
+        self.hook = hook;
+        self.targets = targets;
+        self.prevent_error = outcome.prevent_error;
+        Some(outcome.reports)
     }
 }
 
@@ -1029,7 +1088,7 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
         Action::Alert => (knobs.open(key, Access::Read)?, false),
         Action::Restore | Action::Prevent => match knobs.open(key, Access::ReadWrite) {
             Ok(k) => (k, true),
-            Err(e) if refusal(&e) => {
+            Err(e) if e.write_refused() => {
                 let knob = knobs.open(key, Access::Read)?;
                 g.refused = Some(e);
                 (knob, false)
@@ -1040,12 +1099,6 @@ fn open<K: Knobs>(knobs: &mut K, g: &mut Guarded<K::Knob>) -> Result<(), SysctlE
     g.writable = writable;
     g.knob = Some(knob);
     Ok(())
-}
-
-/// Writing is refused for want of a privilege, or on a read-only /proc/sys: a reason to keep
-/// reading through a read-only descriptor.
-fn refusal(e: &SysctlError) -> bool {
-    e.missing_capability().is_some() || e.source.raw_os_error() == Some(libc::EROFS)
 }
 
 /// Writes the wanted value and reads it back, on the kept descriptor. A descriptor opened
@@ -1177,10 +1230,27 @@ mod tests {
         }
     }
 
+    /// Kernel events as a test scripts them: each message is what one wait on the event socket
+    /// returns, a batch or an error.
+    #[derive(Debug)]
+    struct ScriptedEvents(mpsc::UnboundedReceiver<std::io::Result<Vec<KernelEvent>>>);
+
+    impl KernelEvents for ScriptedEvents {
+        async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> std::io::Result<()> {
+            match self.0.recv().await {
+                Some(batch) => batch.map(|events| out.extend(events)),
+                // The test let go of its end: nothing more will come.
+                None => pending().await,
+            }
+        }
+    }
+
     struct Harness {
         kernel: FakeKnobs,
         reports: Collect,
         observer: mpsc::Sender<Observation>,
+        /// The kernel's end of the event socket, in [`with_netlink`].
+        netlink: Option<mpsc::UnboundedSender<std::io::Result<Vec<KernelEvent>>>>,
         snapshots: watch::Receiver<Snapshot>,
         /// The service manager's end of NOTIFY_SOCKET.
         notify: UnixDatagram,
@@ -1200,6 +1270,13 @@ mod tests {
                 .expect("loop running");
         }
 
+        /// What one wait on the event socket returns (`with_netlink` only). Whether the loop
+        /// still listens.
+        fn netlink_says(&self, batch: std::io::Result<Vec<KernelEvent>>) -> bool {
+            let netlink = self.netlink.as_ref().expect("a loop run with_netlink");
+            netlink.send(batch).is_ok()
+        }
+
         fn notes(&self) -> Vec<String> {
             let mut buf = vec![0u8; 4096];
             let mut out = Vec::new();
@@ -1214,7 +1291,7 @@ mod tests {
         SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key")
     }
 
-    /// Runs the loop with `config` over `kernel` while `body` drives it.
+    /// Runs the loop with `config` over `kernel` while `body` drives it, without netlink.
     async fn with_guard(
         config: Config,
         kernel: FakeKnobs,
@@ -1222,6 +1299,29 @@ mod tests {
         watchdog: Option<Duration>,
         body: impl AsyncFnOnce(&mut Harness),
     ) {
+        run_guard(config, kernel, log, watchdog, false, body).await;
+    }
+
+    /// Runs the loop with kernel events the test sends ([`Harness::kernel`]).
+    async fn with_netlink(config: Config, kernel: FakeKnobs, body: impl AsyncFnOnce(&mut Harness)) {
+        run_guard(config, kernel, None, None, true, body).await;
+    }
+
+    async fn run_guard(
+        config: Config,
+        kernel: FakeKnobs,
+        log: Option<Box<dyn Sink>>,
+        watchdog: Option<Duration>,
+        netlink: bool,
+        body: impl AsyncFnOnce(&mut Harness),
+    ) {
+        let (events, netlink) = match netlink {
+            true => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(ScriptedEvents(rx)), Some(tx))
+            }
+            false => (None, None),
+        };
         let reports = Collect::default();
         let setup = Setup::new(config, None, log.unwrap_or(Box::new(reports.clone())));
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1231,7 +1331,7 @@ mod tests {
         let ours = UnixDatagram::unbound().expect("socket");
         ours.set_nonblocking(true).expect("nonblocking");
         let io = Io {
-            events: None,
+            events,
             requests: None,
             netlink_error: None,
             files: FileWatch::new().expect("inotify"),
@@ -1246,6 +1346,7 @@ mod tests {
             kernel: kernel.clone(),
             reports,
             observer: setup.observer(),
+            netlink,
             snapshots: setup.snapshots(),
             notify,
             _dir: dir,
@@ -1482,7 +1583,7 @@ mod tests {
         let reports = Collect::default();
         let setup = Setup::new(Config::default(), None, Box::new(reports));
         let snapshots = setup.snapshots();
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: Some("Operation not permitted (os error 1)".into()),
@@ -1512,7 +1613,7 @@ mod tests {
         let config = config::load(&path).expect("valid");
         // Started without -c, from the default file: `explicit` is None.
         let setup = Setup::new(config.clone(), None, Box::new(Collect::default()));
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: None,
@@ -1532,7 +1633,7 @@ mod tests {
             "{:?}",
             g.reload_error
         );
-        assert_eq!(g.knobs.value(), "0", "alert still in force");
+        assert_eq!(g.keys.knobs.value(), "0", "alert still in force");
     }
 
     /// With `-c`, each way the file in force can go bad at a reload: the running configuration
@@ -1550,7 +1651,7 @@ mod tests {
             Some(path.clone()),
             Box::new(Collect::default()),
         );
-        let io = Io {
+        let io: Io = Io {
             events: None,
             requests: None,
             netlink_error: None,
@@ -1595,7 +1696,11 @@ mod tests {
                 "{what}: the running configuration changed"
             );
             assert!(g.reload_error.is_some(), "{what}: no reload error kept");
-            assert_eq!(g.knobs.value(), "0", "{what}: alert no longer in force");
+            assert_eq!(
+                g.keys.knobs.value(),
+                "0",
+                "{what}: alert no longer in force"
+            );
             let _ = std::fs::remove_dir(&path);
         }
         // And a good file again is taken.
@@ -1604,5 +1709,164 @@ mod tests {
         g.reload();
         assert_eq!(g.reload_error, None);
         assert_ne!(g.config, config);
+    }
+
+    /// The netconf event the kernel sends when `net.ipv4.conf.all.forwarding` changes.
+    fn forwarding_is(value: i32) -> KernelEvent {
+        KernelEvent::Netconf {
+            family: Family::Ipv4,
+            device: crate::observation::Device::All,
+            values: crate::observation::NetconfValues {
+                forwarding: Some(value),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn events_lost(times: u64) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::EventsLost { times: t } if *t == times)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_netconf_event_is_acted_on_at_once_and_a_holding_one_confirmed_by_a_read() {
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // The event says 0 (the knob, read, would say 1): written back on the event's
+            // word, with no read before the write.
+            assert!(h.netlink_says(Ok(vec![forwarding_is(0)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.attempts().len(), 1, "written at once");
+            let reports = h.reports.0.lock().expect("lock").clone();
+            match &reports[..] {
+                [
+                    Report::DriftRestored {
+                        trigger: Trigger::Netconf,
+                        old,
+                        attempts: 1,
+                        ..
+                    },
+                ] => assert_eq!(old, &Value::new("0")),
+                other => panic!("{other:?}"),
+            }
+            // An event saying 1 while another writer already set 0 again: the read that
+            // confirms it finds 0, and restores.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 2);
+            // An event saying 1 that a read confirms: nothing to do.
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.attempts().len(), 2);
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.guards[0].state, KeyState::Holding);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+            assert_eq!(snapshot.events_lost, 0);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrun_rereads_every_key_and_is_reported_at_most_once_a_minute() {
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // A change whose event was lost with the queue that overflowed (ENOBUFS): the
+            // socket says so once the queue is drained.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1", "found by the re-read");
+            assert_eq!(h.reports.count(restored(Trigger::Overrun)), 1);
+            assert_eq!(h.reports.count(events_lost(1)), 1);
+            assert_eq!(h.snapshots.borrow().events_lost, 1);
+
+            // Lost again within the minute: re-read and counted, not reported again.
+            h.kernel.set("0");
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1), KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(
+                h.reports.count(restored(Trigger::Overrun)),
+                1,
+                "no drift left"
+            );
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 1);
+            assert_eq!(
+                h.reports.count(|r| matches!(r, Report::EventsLost { .. })),
+                1
+            );
+            assert_eq!(h.snapshots.borrow().events_lost, 2);
+
+            // A minute after the report: the next loss is reported, with the running count.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(h.netlink_says(Ok(vec![KernelEvent::Overrun])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.reports.count(events_lost(3)), 1);
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 3);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn socket_errors_reread_every_key_and_100_in_a_row_give_netlink_up() {
+        let error = || Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        with_netlink(Config::default(), FakeKnobs::new("1"), async |h| {
+            // A failed wait counts as lost events: every key is re-read.
+            h.kernel.set("0");
+            assert!(h.netlink_says(error()));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Overrun)), 1);
+            assert_eq!(h.reports.count(events_lost(1)), 1);
+
+            // 99 in a row, then a wait that works: the count starts again.
+            for _ in 2..NETLINK_ERRORS_TO_GIVE_UP {
+                assert!(h.netlink_says(error()));
+            }
+            assert!(h.netlink_says(Ok(vec![forwarding_is(1)])));
+            for _ in 1..NETLINK_ERRORS_TO_GIVE_UP {
+                assert!(h.netlink_says(error()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 198);
+            assert!(snapshot.guards[0].degradations.is_empty(), "{snapshot:?}");
+
+            // The 100th in a row: netlink is given up, and the snapshot says what it costs.
+            assert!(h.netlink_says(error()));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let snapshot = h.snapshots.borrow().clone();
+            assert_eq!(snapshot.events_lost, 199);
+            assert!(
+                snapshot.guards[0]
+                    .degradations
+                    .contains(&Degradation::NoNetlink {
+                        error: "Bad file descriptor (os error 9)".into()
+                    }),
+                "{snapshot:?}"
+            );
+            assert!(
+                snapshot.status_line().contains("DEGRADED net.ipv4.conf.all.forwarding: no netlink events (Bad file descriptor (os error 9)); changes are seen only by inotify and the timed re-read"),
+                "{}",
+                snapshot.status_line()
+            );
+            assert_eq!(
+                h.reports
+                    .count(|r| matches!(r, Report::EventsLost { .. })),
+                1,
+                "within the minute"
+            );
+            // The source was dropped: the loop no longer listens, and the timed re-read is
+            // what sees a change now.
+            h.kernel.set("0");
+            assert!(!h.netlink_says(Ok(vec![forwarding_is(0)])));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(h.kernel.value(), "0");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            assert_eq!(h.kernel.value(), "1");
+            assert_eq!(h.reports.count(restored(Trigger::Reread)), 1);
+        })
+        .await;
     }
 }

@@ -187,7 +187,9 @@ fn simulate(config: &Config, steps: &[(u64, Reading, Vec<Reading>)]) {
             while let Some(due) = state.next_deadline().filter(|d| *d <= next) {
                 assert!(due >= now, "a deadline in the past: {due:?} < {now:?}");
                 now = due;
-                if state.tick(now, &mut reports) {
+                let mut d = state.tick(now);
+                reports.append(&mut d.reports);
+                if d.recheck {
                     reconcile(
                         &mut state,
                         seen,
@@ -209,7 +211,7 @@ fn simulate(config: &Config, steps: &[(u64, Reading, Vec<Reading>)]) {
                 now,
                 &mut reports,
             );
-            state.tick(now, &mut reports);
+            reports.append(&mut state.tick(now).reports);
             // Every report renders, whatever durations it carries.
             for r in reports.drain(..) {
                 assert!(!r.to_string().is_empty());

@@ -150,8 +150,7 @@ pub fn check(
             let mut degradations = environment(g);
             if g.action.restores()
                 && let Err(e) = knobs.open(&g.key, Access::ReadWrite)
-                && (e.missing_capability().is_some()
-                    || e.source.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+                && e.write_refused()
             {
                 degradations.push(Degradation::CannotRestore {
                     error: e.describe(),

@@ -45,6 +45,14 @@ impl SysctlError {
         })
     }
 
+    /// Writing the key is refused: for want of a privilege, or on a read-only `/proc/sys`
+    /// (EROFS). Not a passing failure: the daemon keeps reading through a read-only
+    /// descriptor, and `check` warns that the key cannot be restored.
+    pub fn write_refused(&self) -> bool {
+        self.missing_capability().is_some()
+            || self.source.kind() == io::ErrorKind::ReadOnlyFilesystem
+    }
+
     /// The error as operators should read it: with the capability it lacks, if that is why.
     pub fn describe(&self) -> String {
         match self.missing_capability() {
@@ -74,4 +82,40 @@ pub trait Knobs {
 pub fn read_once(knobs: &mut impl Knobs, key: &SysctlKey) -> Result<Value, SysctlError> {
     let mut knob = knobs.open(key, Access::Read)?;
     knobs.read(&mut knob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(op: Op, key: &str, source: io::Error) -> SysctlError {
+        SysctlError {
+            op,
+            key: SysctlKey::parse(key).expect("key"),
+            source,
+        }
+    }
+
+    #[test]
+    fn a_write_is_refused_for_a_missing_privilege_or_a_read_only_proc_sys() {
+        const EACCES: i32 = 13;
+        const EPERM: i32 = 1;
+        const EROFS: i32 = 30;
+        const EINVAL: i32 = 22;
+        let key = "net.ipv4.conf.all.forwarding";
+        let refused =
+            |op, errno| error(op, key, io::Error::from_raw_os_error(errno)).write_refused();
+        assert!(refused(Op::Write, EACCES));
+        assert!(refused(Op::Write, EPERM));
+        assert!(refused(Op::Write, EROFS));
+        assert!(!refused(Op::Write, EINVAL), "a bad value is no refusal");
+        assert!(!refused(Op::Read, EACCES), "reading is not writing");
+        let e = error(
+            Op::Write,
+            "kernel.panic",
+            io::Error::from_raw_os_error(EPERM),
+        );
+        assert_eq!(e.missing_capability(), Some("CAP_SYS_ADMIN"));
+        assert!(e.write_refused());
+    }
 }

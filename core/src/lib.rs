@@ -20,7 +20,8 @@
 //! - [`check`]: `fwdguard check`'s verdict on each guarded key (the keys read through a
 //!   [`knob::Knobs`] the binary hands in); [`diagnosis`]: `fwdguard doctor`'s hazards and
 //!   fixes, from file contents the binary read.
-//! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out).
+//! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out);
+//!   [`hook`]: what the daemon settles for when the hook cannot be had as configured.
 #![forbid(unsafe_code)]
 
 pub mod alerting;
@@ -30,6 +31,7 @@ pub mod check;
 pub mod config;
 pub mod diagnosis;
 pub mod guard;
+pub mod hook;
 pub mod human;
 pub mod key;
 pub mod knob;

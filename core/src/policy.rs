@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use crate::config::{Action, Flapping, Guard};
 use crate::knob::SysctlError;
-use crate::observation::{Cause, Trigger};
+use crate::observation::{Cause, Trigger, Writer};
 use crate::report::Report;
-use crate::snapshot::{KeyState, WrongTime};
+use crate::routing::GuardId;
+use crate::snapshot::{GuardSnapshot, Impairments, KeyState, WrongTime};
 use crate::value::Value;
 
 /// The first retry after a failed restore comes this soon ...
@@ -21,11 +22,16 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Immediate rewrites when a restore reads back wrong, before it counts as failed.
 const CONTESTED_RETRIES: u32 = 3;
 
-/// What the daemon should do after an observation.
+/// What the daemon should do: every entry point of the policy ([`GuardState::observe`],
+/// [`GuardState::restored`], [`GuardState::write_seen`], [`GuardState::tick`]) answers with one.
+/// The daemon carries it out in this order: the write, the reports, the re-check.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Write the wanted value, read it back and hand the result to [`GuardState::restored`].
     pub restore: bool,
+    /// Read the key again and hand the reading to [`GuardState::observe`]: a restore retry
+    /// fell due (with [`Trigger::Retry`]), or a writer was seen (with the writer's trigger).
+    pub recheck: bool,
     pub reports: Vec<Report>,
 }
 
@@ -163,6 +169,27 @@ impl GuardState {
             .map(|f| f.error.as_str())
     }
 
+    /// The guard as the snapshot shows it, degraded by what `impairments` says (see
+    /// [`Impairments::degradations`]; its `refused` is [`refusal`](Self::refusal)'s).
+    pub fn snapshot(&self, id: GuardId, impairments: &Impairments) -> GuardSnapshot {
+        let (state, value) = self.state();
+        GuardSnapshot {
+            id,
+            key: self.guard.key.to_string(),
+            want: self.guard.want.to_string(),
+            action: self.guard.action.as_str(),
+            state,
+            value: value.map(ToString::to_string),
+            restores: self.restores,
+            drops: self.drops,
+            failed_restores: self.failed_restores,
+            flapping_episodes: self.flapping_episodes,
+            writes_replaced: self.writes_replaced,
+            degradations: impairments.degradations(&self.guard),
+            wrong: self.wrong.clone(),
+        }
+    }
+
     /// A fresh reading of the key.
     ///
     /// `cause`, when a source could tell why the key changed, goes into the reports.
@@ -283,7 +310,6 @@ impl GuardState {
                     return Decision::default();
                 }
                 return Decision {
-                    restore: false,
                     reports: vec![Report::DriftRestored {
                         key: self.guard.key.clone(),
                         want: self.guard.want.clone(),
@@ -293,6 +319,7 @@ impl GuardState {
                         attempts,
                         cause: cause.cloned(),
                     }],
+                    ..Decision::default()
                 };
             }
             // The write was accepted, but the key reads wrong again: another writer got in
@@ -304,7 +331,7 @@ impl GuardState {
                 self.contested += 1;
                 return Decision {
                     restore: true,
-                    reports: Vec::new(),
+                    ..Decision::default()
                 };
             }
             Ok(v) => (
@@ -340,7 +367,6 @@ impl GuardState {
             return Decision::default();
         }
         Decision {
-            restore: false,
             reports: vec![Report::RestoreFailed {
                 key: self.guard.key.clone(),
                 want: self.guard.want.clone(),
@@ -350,19 +376,42 @@ impl GuardState {
                 retry_in: delay,
                 cause: cause.cloned(),
             }],
+            ..Decision::default()
         }
     }
 
-    /// A write the BPF hook saw for this key (`replaced` for `prevent`): whether it gets a
-    /// report of its own. A key written over and over is flapping just as one knocked down
-    /// over and over: replaced writes count toward the same episode (not as drops), which is
-    /// reported once and ends with its total, and while it lasts no single write is reported.
-    pub fn write_seen(&mut self, replaced: bool, now: Instant, reports: &mut Vec<Report>) -> bool {
-        if replaced {
+    /// A write the BPF hook saw for this key. It is reported with its writer:
+    /// [`Report::WriteReplaced`] when the hook replaced it (`prevent`), else
+    /// [`Report::WriteSeen`] (drift reports follow as usual). A key written over and over is
+    /// flapping just as one knocked down over and over: replaced writes count toward the same
+    /// episode (not as drops), which is reported once and ends with its total, and while it
+    /// lasts no single write is reported. The key is checked again after it, as after any
+    /// event (`recheck`).
+    pub fn write_seen(&mut self, writer: &Writer, now: Instant) -> Decision {
+        let mut d = Decision {
+            recheck: true,
+            ..Decision::default()
+        };
+        if writer.replaced {
             self.writes_replaced += 1;
-            self.count_change(now, reports);
+            self.count_change(now, &mut d.reports);
         }
-        self.episode.is_none()
+        // An episode that starts with this write has just been reported instead.
+        if self.episode.is_none() {
+            let (key, want) = (self.guard.key.clone(), self.guard.want.clone());
+            let writer = Box::new(writer.clone());
+            d.reports.push(if writer.replaced {
+                Report::WriteReplaced { key, want, writer }
+            } else {
+                Report::WriteSeen {
+                    key,
+                    want,
+                    action: self.guard.action,
+                    writer,
+                }
+            });
+        }
+        d
     }
 
     fn count_drop(&mut self, now: Instant, reports: &mut Vec<Report>) {
@@ -418,13 +467,14 @@ impl GuardState {
         retry.into_iter().chain(calm).min()
     }
 
-    /// Time passed: ends a flapping episode that has been quiet for a window. Returns whether a
-    /// restore retry is due (the caller re-reads the key with [`Trigger::Retry`]).
-    pub fn tick(&mut self, now: Instant, reports: &mut Vec<Report>) -> bool {
+    /// Time passed: ends a flapping episode that has been quiet for a window. `recheck` when
+    /// a restore retry is due (the caller re-reads the key with [`Trigger::Retry`]).
+    pub fn tick(&mut self, now: Instant) -> Decision {
+        let mut d = Decision::default();
         if let (Some(e), Some(last)) = (&self.episode, self.recent_drops.back())
             && now >= *last + self.flapping.window
         {
-            reports.push(Report::FlappingEnded {
+            d.reports.push(Report::FlappingEnded {
                 key: self.guard.key.clone(),
                 action: self.guard.action,
                 drops: e.drops,
@@ -433,7 +483,8 @@ impl GuardState {
             self.episode = None;
             self.recent_drops.clear();
         }
-        self.failing.as_ref().is_some_and(|f| now >= f.retry_at)
+        d.recheck = self.failing.as_ref().is_some_and(|f| now >= f.retry_at);
+        d
     }
 }
 
@@ -482,6 +533,8 @@ mod tests {
                 Report::FlappingEnded { .. } => "flapping-ended",
                 Report::KeyUnavailable { .. } => "unavailable",
                 Report::KeyAvailable { .. } => "available",
+                Report::WriteReplaced { .. } => "replaced",
+                Report::WriteSeen { .. } => "seen",
                 _ => "other",
             })
             .collect()
@@ -580,7 +633,14 @@ mod tests {
             let due = g.next_deadline().expect("retry scheduled");
             delays.push(due - now);
             now = due;
-            assert!(g.tick(now, &mut Vec::new()), "retry due");
+            assert_eq!(
+                g.tick(now),
+                Decision {
+                    recheck: true,
+                    ..Decision::default()
+                },
+                "retry due, nothing to say"
+            );
             assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
             let r = g
                 .restored(
@@ -614,7 +674,7 @@ mod tests {
 
         // Success after failures says how many attempts it took.
         now = g.next_deadline().expect("retry");
-        assert!(g.tick(now, &mut Vec::new()));
+        assert!(g.tick(now).recheck);
         assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
         match &g.restored(v("1"), Trigger::Retry, None, now).reports[..] {
             [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 15),
@@ -634,7 +694,7 @@ mod tests {
                 g.restored(v("0"), Trigger::Netconf, None, t0),
                 Decision {
                     restore: true,
-                    reports: vec![]
+                    ..Decision::default()
                 }
             );
         }
@@ -699,11 +759,10 @@ mod tests {
         // Calm for a whole window: the episode ends with its total.
         let calm = g.next_deadline().expect("episode end scheduled");
         assert_eq!(calm, now + Duration::from_secs(10));
-        let mut reports = Vec::new();
-        assert!(!g.tick(calm - Duration::from_millis(1), &mut reports));
-        assert!(reports.is_empty());
-        g.tick(calm, &mut reports);
-        match &reports[..] {
+        assert_eq!(g.tick(calm - Duration::from_millis(1)), Decision::default());
+        let d = g.tick(calm);
+        assert!(!d.recheck, "nothing failed: no retry");
+        match &d.reports[..] {
             [Report::FlappingEnded { drops, lasted, .. }] => {
                 assert_eq!(*drops, 20);
                 assert_eq!(*lasted, Duration::from_millis(1900));
@@ -726,18 +785,24 @@ mod tests {
         let mut g = guard(Action::Prevent);
         let t0 = Instant::now();
         g.observe(v("1"), Trigger::Startup, None, t0);
+        let replaced = writer(true);
         let mut now = t0;
-        let mut own = 0;
         let mut reports = Vec::new();
         for _ in 0..1000 {
             now += Duration::from_millis(1);
-            own += u32::from(g.write_seen(true, now, &mut reports));
+            let d = g.write_seen(&replaced, now);
+            assert!(
+                d.recheck && !d.restore,
+                "the key is checked, not written blindly"
+            );
+            reports.extend(d.reports);
         }
         assert_eq!(
-            own, 2,
+            names(&reports),
+            ["replaced", "replaced", "flapping"],
             "writes before the threshold are reported one by one"
         );
-        assert_eq!(names(&reports), ["flapping"]);
+        reports.drain(..2);
         assert!(
             reports[0]
                 .to_string()
@@ -747,26 +812,130 @@ mod tests {
         );
         assert_eq!((g.drops, g.flapping_episodes), (0, 1), "no drop happened");
         // An audit write (the key moves, and its drop is counted by observe) adds nothing.
-        assert!(!g.write_seen(false, now, &mut reports));
-        assert_eq!(reports.len(), 1);
+        assert!(g.write_seen(&writer(false), now).reports.is_empty());
 
         let calm = g.next_deadline().expect("episode end scheduled");
         assert_eq!(calm, now + Duration::from_secs(10));
-        reports.clear();
-        g.tick(calm, &mut reports);
-        match &reports[..] {
+        match &g.tick(calm).reports[..] {
             [r @ Report::FlappingEnded { drops: 1000, .. }] => assert!(
                 r.to_string().contains("1000 replaced writes and drops"),
                 "{r}"
             ),
             other => panic!("{other:?}"),
         }
-        assert!(g.write_seen(true, calm + Duration::from_secs(1), &mut reports));
+        assert_eq!(
+            names(
+                &g.write_seen(&replaced, calm + Duration::from_secs(1))
+                    .reports
+            ),
+            ["replaced"]
+        );
         assert_eq!(g.writes_replaced, 1001);
         // A reload keeps the count (a Prometheus counter never goes back).
         let mut reloaded = guard(Action::Prevent);
         reloaded.carry_over(g);
         assert_eq!(reloaded.writes_replaced, 1001);
+    }
+
+    fn writer(replaced: bool) -> Writer {
+        Writer {
+            pid: 4242,
+            comm: "sysctl".into(),
+            written: "0\\n".into(),
+            replaced,
+            ..Writer::default()
+        }
+    }
+
+    #[test]
+    fn a_write_is_reported_with_its_writer_as_replaced_or_seen() {
+        let t0 = Instant::now();
+        // `prevent` in force: the hook replaced it.
+        let mut g = guard(Action::Prevent);
+        let d = g.write_seen(&writer(true), t0);
+        assert!(d.recheck);
+        match &d.reports[..] {
+            [Report::WriteReplaced { key, want, writer }] => {
+                assert_eq!((key, want), (&g.guard.key, &Value::new("1")));
+                assert!(writer.replaced);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((g.writes_replaced, g.drops), (1, 0));
+        // A `prevent` key whose replacement is not in force, and the other actions: seen, with
+        // the action that follows; it is no replaced write.
+        for action in [Action::Prevent, Action::Restore, Action::Alert] {
+            let mut g = guard(action);
+            match &g.write_seen(&writer(false), t0).reports[..] {
+                [
+                    Report::WriteSeen {
+                        action: a, writer, ..
+                    },
+                ] => {
+                    assert_eq!(*a, action);
+                    assert_eq!(writer.pid, 4242);
+                }
+                other => panic!("{action:?}: {other:?}"),
+            }
+            assert_eq!(g.writes_replaced, 0);
+        }
+    }
+
+    #[test]
+    fn while_flapping_a_write_is_counted_not_reported() {
+        let mut g = guard(Action::Restore);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            now += Duration::from_millis(1);
+            g.observe(v("0"), Trigger::Netconf, None, now);
+            g.restored(v("1"), Trigger::Netconf, None, now);
+        }
+        assert_eq!(g.flapping_episodes, 1);
+        let d = g.write_seen(&writer(false), now);
+        assert!(d.reports.is_empty(), "{:?}", d.reports);
+        assert!(d.recheck, "still checked");
+    }
+
+    #[test]
+    fn the_snapshot_shows_the_state_the_counters_and_a_refusal() {
+        use crate::snapshot::Degradation;
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        let s = g.snapshot(GuardId(7), &Impairments::default());
+        assert_eq!((s.state, s.value), (KeyState::Unknown, None));
+        g.observe(v("0"), Trigger::Netconf, None, t0);
+        g.restored(
+            err(io::ErrorKind::PermissionDenied, Op::Write),
+            Trigger::Netconf,
+            None,
+            t0,
+        );
+        let impairments = Impairments {
+            refused: g.refusal(),
+            ..Impairments::default()
+        };
+        let s = g.snapshot(GuardId(7), &impairments);
+        assert_eq!(s.id, GuardId(7));
+        assert_eq!(
+            (s.key.as_str(), s.want.as_str(), s.action),
+            ("net.ipv4.conf.all.forwarding", "1", "restore")
+        );
+        assert_eq!((s.state, s.value.as_deref()), (KeyState::Wrong, Some("0")));
+        assert_eq!((s.drops, s.restores, s.failed_restores), (1, 0, 1));
+        match &s.degradations[..] {
+            [Degradation::CannotRestore { error }] => {
+                assert!(error.contains("lacks CAP_NET_ADMIN"))
+            }
+            other => panic!("{other:?}"),
+        }
+        g.observe(v("1"), Trigger::Netconf, None, t0 + Duration::from_secs(1));
+        assert_eq!(g.refusal(), None, "over once the key holds");
+        let s = g.snapshot(GuardId(7), &Impairments::default());
+        assert_eq!(
+            (s.state, s.value.as_deref()),
+            (KeyState::Holding, Some("1"))
+        );
+        assert_eq!(s.wrong.count, 1);
     }
 
     #[test]
@@ -783,9 +952,7 @@ mod tests {
             "{} drops kept",
             g.recent_drops.len()
         );
-        let mut reports = Vec::new();
-        g.tick(now + Duration::from_secs(10), &mut reports);
-        match &reports[..] {
+        match &g.tick(now + Duration::from_secs(10)).reports[..] {
             [Report::FlappingEnded { drops, .. }] => assert_eq!(*drops, 100_000),
             other => panic!("{other:?}"),
         }

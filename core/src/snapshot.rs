@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::guard::{Action, Guard};
+use crate::key::Watch;
 use crate::routing::GuardId;
 
 /// How a key stands.
@@ -51,6 +53,47 @@ impl Degradation {
                 "{key}: prevent fell back to restore ({error}); a drop happens and is undone within microseconds"
             ),
         }
+    }
+}
+
+/// What the daemon knows may make a guard work less well: each is why, when it is so. Which of
+/// them degrade which guard is [`Impairments::degradations`]'s rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Impairments<'a> {
+    /// Why the key's file has no inotify watch, when it should have one.
+    pub no_watch: Option<&'a str>,
+    /// Why there are no netlink events (the daemon's, for every guard).
+    pub no_netlink: Option<&'a str>,
+    /// Why writing the key is refused, while it is (the policy's
+    /// [`refusal`](crate::policy::GuardState::refusal)).
+    pub refused: Option<&'a str>,
+    /// Why `prevent` is not in force (the BPF hook's, for every guard).
+    pub no_prevent: Option<&'a str>,
+}
+
+impl Impairments<'_> {
+    /// The degradations of `guard`, in the order STATUS= names them. Lost netlink events cost
+    /// only keys netconf announces (the others are watched by inotify anyway), and a missing
+    /// hook costs only `prevent` keys (the others' writers are named, or not, as an extra).
+    pub fn degradations(&self, guard: &Guard) -> Vec<Degradation> {
+        let error = |e: &str| e.to_owned();
+        let netconf = matches!(guard.key.watch(), Watch::Netconf { .. });
+        let prevent = guard.action == Action::Prevent;
+        [
+            self.no_watch
+                .map(|e| Degradation::NoFileWatch { error: error(e) }),
+            self.no_netlink
+                .filter(|_| netconf)
+                .map(|e| Degradation::NoNetlink { error: error(e) }),
+            self.refused
+                .map(|e| Degradation::CannotRestore { error: error(e) }),
+            self.no_prevent
+                .filter(|_| prevent)
+                .map(|e| Degradation::NoPrevent { error: error(e) }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
@@ -223,6 +266,61 @@ mod tests {
             s.status_line(),
             "guarding 1 key: 0 holding, 1 WRONG; 2 restores; DEGRADED net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: Permission denied (fwdguard lacks CAP_NET_ADMIN, which writing it needs)); drops are reported but not undone"
         );
+    }
+
+    fn configured(key: &str, action: Action) -> Guard {
+        Guard {
+            key: crate::key::SysctlKey::parse(key).expect("key"),
+            want: crate::value::Value::new("1"),
+            action,
+        }
+    }
+
+    #[test]
+    fn a_guard_is_degraded_only_by_what_it_needs() {
+        let all = Impairments {
+            no_watch: Some("inotify limit"),
+            no_netlink: Some("EPERM"),
+            refused: Some("EACCES"),
+            no_prevent: Some("no BTF"),
+        };
+        let kinds = |g: &Guard, i: &Impairments| -> Vec<String> {
+            i.degradations(g)
+                .iter()
+                .map(|d| match d {
+                    Degradation::NoFileWatch { error }
+                    | Degradation::NoNetlink { error }
+                    | Degradation::CannotRestore { error }
+                    | Degradation::NoPrevent { error } => error.clone(),
+                })
+                .collect()
+        };
+        // A netconf key under `prevent`: everything counts, in this order.
+        let forwarding = configured("net.ipv4.conf.all.forwarding", Action::Prevent);
+        assert_eq!(
+            kinds(&forwarding, &all),
+            ["inotify limit", "EPERM", "EACCES", "no BTF"]
+        );
+        assert!(matches!(
+            &all.degradations(&forwarding)[..],
+            [
+                Degradation::NoFileWatch { .. },
+                Degradation::NoNetlink { .. },
+                Degradation::CannotRestore { .. },
+                Degradation::NoPrevent { .. }
+            ]
+        ));
+        // A key netconf does not announce loses nothing with netlink; a `restore` key nothing
+        // with the hook.
+        let file_key = configured("net.ipv4.ip_nonlocal_bind", Action::Restore);
+        assert_eq!(kinds(&file_key, &all), ["inotify limit", "EACCES"]);
+        let restoring = configured("net.ipv6.conf.all.forwarding", Action::Restore);
+        assert_eq!(
+            kinds(&restoring, &all),
+            ["inotify limit", "EPERM", "EACCES"]
+        );
+        // Nothing impaired: nothing degraded.
+        assert!(Impairments::default().degradations(&forwarding).is_empty());
     }
 
     #[test]

@@ -69,6 +69,21 @@ fn device_of(ifindex: i32) -> Option<Device> {
     }
 }
 
+/// Where the daemon's loop takes its netconf and link events from: the [`EventSocket`], or in
+/// the loop's unit tests a script of batches and errors.
+pub trait KernelEvents {
+    /// Waits for events and appends them to `out` (see [`EventSocket::next_batch`]). An error
+    /// is the source failing: the loop re-reads every key, and gives the source up after many
+    /// in a row. Cancel safe: the loop drops the future when another source is ready first.
+    fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> impl Future<Output = io::Result<()>>;
+}
+
+impl KernelEvents for EventSocket {
+    fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> impl Future<Output = io::Result<()>> {
+        EventSocket::next_batch(self, out)
+    }
+}
+
 /// The subscription socket: `RTNLGRP_IPV4_NETCONF`, `RTNLGRP_IPV6_NETCONF`, `RTNLGRP_LINK`.
 #[derive(Debug)]
 pub struct EventSocket {
