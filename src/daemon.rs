@@ -16,7 +16,6 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_unti
 use fwdguard_core::hook;
 
 use crate::bpf::{self, Hook};
-use crate::cause::ServiceJobs;
 use crate::config::{self, Action, Config, Origin};
 use crate::key::SysctlKey;
 use crate::key::{Family, Watch};
@@ -26,6 +25,7 @@ use crate::output::{self, notify::Notifier};
 use crate::policy::GuardState;
 use crate::report::{Report, Sink};
 use crate::routing::{GuardId, Routes};
+use crate::service_jobs::ServiceJobs;
 use crate::snapshot::{Degradation, GuardSnapshot, Impairments, OutputLoss, Snapshot};
 use crate::source::files::FileWatch;
 use crate::source::netlink::{EventSocket, KernelEvents, RequestSocket};

@@ -12,7 +12,7 @@
 //! - [`observation`]: what was seen and how, with the value an event carried and a cause.
 //! - [`routing`]: which guards (by [`routing::GuardId`]) a kernel event concerns.
 //! - [`policy`]: the decisions: restore or alert, flapping, retry backoff.
-//! - [`cause`]: which service job a drop belongs to, from the jobs the D-Bus watcher records.
+//! - [`service_jobs`]: which service job a drop belongs to, from the jobs the D-Bus watcher records.
 //! - [`report`]: what operators are told, with journal `MESSAGE_ID`s, and the [`report::Sink`]
 //!   they go to; [`payload`]: the webhook bodies (`json`, `slack`, `alertmanager`).
 //! - [`snapshot`]: the guard's state as the loop publishes it.
@@ -45,8 +45,8 @@
 //! - [`sandbox`]: private network namespaces for the demo, benchmarks and tests.
 
 pub use fwdguard_core::{
-    cause, check, diagnosis, key, knob, observation, payload, policy, report, routing, snapshot,
-    value,
+    check, diagnosis, key, knob, observation, payload, policy, report, routing, service_jobs,
+    snapshot, value,
 };
 
 pub mod alert;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
-use fwdguard::cause::JobEvent;
+use fwdguard::service_jobs::JobEvent;
 use fwdguard::source::jobs::{Bus, watch};
 use tokio::sync::mpsc;
 

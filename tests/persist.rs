@@ -11,14 +11,14 @@
 use std::path::Path;
 
 use fwdguard::key::SysctlKey;
-use fwdguard::persist::resolve::{Outcome, resolve};
+use fwdguard::persist::resolve::{Applied, resolve};
 use fwdguard::persist::scan::{Root, scan};
 
 fn check_case(dir: &Path) -> Vec<String> {
     let (tree, _) = scan(&Root::new(&dir.join("root")));
     let expect = std::fs::read_to_string(dir.join("expect")).expect("expect file");
     let mut failures = Vec::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut outcomes: Vec<Applied> = Vec::new();
     let mut key = String::new();
     for (n, line) in expect.lines().enumerate() {
         let line = line.trim();

@@ -43,7 +43,7 @@ pub struct KeyCheck {
 /// The whole result: `status` is the worst state; a wrong key outranks an unreadable one,
 /// since it is known to be broken.
 #[derive(Debug, Serialize)]
-pub struct Outcome {
+pub struct Verdict {
     pub status: State,
     /// Why no key could be looked at (no usable configuration, a usage error).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +55,7 @@ pub struct Outcome {
     pub hazards: Option<String>,
 }
 
-impl Outcome {
+impl Verdict {
     /// No key could be looked at: UNKNOWN, with the reason.
     pub fn failed(error: String) -> Self {
         Self {
@@ -142,7 +142,7 @@ pub fn check(
     config: &Config,
     knobs: &mut impl Knobs,
     environment: &mut impl FnMut(&Guard) -> Vec<Degradation>,
-) -> Outcome {
+) -> Verdict {
     let keys: Vec<KeyCheck> = config
         .guards
         .iter()
@@ -180,7 +180,7 @@ pub fn check(
     } else {
         State::Ok
     };
-    Outcome {
+    Verdict {
         status,
         error: None,
         keys,

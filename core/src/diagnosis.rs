@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::key::SysctlKey;
 use crate::persist::Unreadable;
 use crate::persist::resolve::{
-    self, Conflict, FileProblem, FileState, How, Outcome, Tree, conflicts,
+    self, Applied, Conflict, FileProblem, FileState, How, Tree, conflicts,
 };
 use crate::value::Value;
 
@@ -111,7 +111,7 @@ pub struct SysctlFix {
 pub struct Persisted {
     pub key: String,
     pub want: String,
-    pub appliers: Vec<Outcome>,
+    pub appliers: Vec<Applied>,
 }
 
 /// The whole answer.

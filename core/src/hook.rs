@@ -32,7 +32,7 @@ pub enum Fallback {
 
 /// What the hook came to.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Settled {
     /// Why `prevent` is not in force, if it is not: the `NoPrevent` degradation of its keys.
     pub prevent_error: Option<String>,
     pub reports: Vec<Report>,
@@ -58,9 +58,9 @@ impl Plan {
     /// The configuration turns the hook off (`error` says so): no hook, and `prevent` keys
     /// are restored instead. Said once, not at every reload while `previous` (why `prevent`
     /// was not in force until now) is the same.
-    pub fn off(self, error: &str, previous: Option<&str>) -> Outcome {
+    pub fn off(self, error: &str, previous: Option<&str>) -> Settled {
         if self.prevented.is_empty() {
-            return Outcome::default();
+            return Settled::default();
         }
         let reports = if previous == Some(error) {
             Vec::new()
@@ -71,7 +71,7 @@ impl Plan {
                 writers_named: false,
             }]
         };
-        Outcome {
+        Settled {
             prevent_error: Some(error.to_owned()),
             reports,
         }
@@ -94,7 +94,7 @@ impl Plan {
 
     /// Where the hook ended up (`None`: there is none): its place and what it does, then why
     /// `prevent` is not in force and whether writers are named all the same.
-    pub fn settle(self, placed: Option<&Placed>) -> Outcome {
+    pub fn settle(self, placed: Option<&Placed>) -> Settled {
         let mut reports = Vec::new();
         if let Some(p) = placed {
             let prevent = match self.prevent_error {
@@ -115,7 +115,7 @@ impl Plan {
                 writers_named: placed.is_some(),
             });
         }
-        Outcome {
+        Settled {
             prevent_error: self.prevent_error,
             reports,
         }
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn turned_off_without_prevent_keys_costs_nothing() {
-        assert_eq!(Plan::new(Vec::new()).off(OFF, None), Outcome::default());
+        assert_eq!(Plan::new(Vec::new()).off(OFF, None), Settled::default());
     }
 
     #[test]
@@ -269,7 +269,7 @@ mod tests {
             );
             assert_eq!(
                 plan.settle(None),
-                Outcome::default(),
+                Settled::default(),
                 "no degradation, no report"
             );
         }

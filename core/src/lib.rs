@@ -9,7 +9,7 @@
 //! - [`config`]: the configuration file's schema, parsing and validation (file contents are
 //!   passed in through [`config::Host`]).
 //! - [`observation`]: what was seen and how; [`routing`]: which guards a kernel event concerns.
-//! - [`policy`]: restore or alert, flapping, retry backoff; [`cause`]: which service job a drop
+//! - [`policy`]: restore or alert, flapping, retry backoff; [`service_jobs`]: which service job a drop
 //!   belongs to.
 //! - [`report`]: what operators are told, one table row per kind; [`payload`]: the webhook
 //!   bodies built from reports; [`alerting`]: the Alertmanager alerts and what reports do to them.
@@ -26,7 +26,6 @@
 
 pub mod alerting;
 pub mod bpf;
-pub mod cause;
 pub mod check;
 pub mod config;
 pub mod diagnosis;
@@ -41,5 +40,6 @@ pub mod persist;
 pub mod policy;
 pub mod report;
 pub mod routing;
+pub mod service_jobs;
 pub mod snapshot;
 pub mod value;

@@ -103,19 +103,19 @@ fn permanent(status: u16) -> bool {
 
 /// What one attempt came to.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Attempted {
     Delivered(u16),
     Refused(u16),
     Failed(String),
 }
 
-impl Outcome {
+impl Attempted {
     pub fn ok(&self) -> bool {
-        matches!(self, Outcome::Delivered(_))
+        matches!(self, Attempted::Delivered(_))
     }
 }
 
-impl std::fmt::Display for Outcome {
+impl std::fmt::Display for Attempted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let reason = |s: u16| {
             http::StatusCode::from_u16(s)
@@ -124,8 +124,8 @@ impl std::fmt::Display for Outcome {
                 .unwrap_or("")
         };
         match self {
-            Outcome::Delivered(s) | Outcome::Refused(s) => write!(f, "HTTP {s} {}", reason(*s)),
-            Outcome::Failed(e) => f.write_str(e),
+            Attempted::Delivered(s) | Attempted::Refused(s) => write!(f, "HTTP {s} {}", reason(*s)),
+            Attempted::Failed(e) => f.write_str(e),
         }
     }
 }
@@ -155,7 +155,7 @@ impl Sender {
     }
 
     /// One attempt.
-    pub async fn send(&self, spec: &Webhook, body: Vec<u8>) -> Outcome {
+    pub async fn send(&self, spec: &Webhook, body: Vec<u8>) -> Attempted {
         let mut headers = self.headers.clone();
         if let Some(secret) = &spec.hmac_secret {
             let sig = payload::signature(secret.expose().as_bytes(), &body);
@@ -169,10 +169,10 @@ impl Sender {
             timeout: spec.timeout,
         };
         match self.client.post(&req, body).await {
-            Ok(s) if (200..300).contains(&s) => Outcome::Delivered(s),
-            Ok(s) if permanent(s) => Outcome::Refused(s),
-            Ok(s) => Outcome::Failed(Outcome::Refused(s).to_string()),
-            Err(e) => Outcome::Failed(error_text(&e)),
+            Ok(s) if (200..300).contains(&s) => Attempted::Delivered(s),
+            Ok(s) if permanent(s) => Attempted::Refused(s),
+            Ok(s) => Attempted::Failed(Attempted::Refused(s).to_string()),
+            Err(e) => Attempted::Failed(error_text(&e)),
         }
     }
 }
@@ -298,7 +298,7 @@ async fn each(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
                 let body = body(spec, origin, &q, losses.since_delivery);
                 let outcome = watching(endpoint, &mut losses, sender.send(spec, body)).await;
                 match &outcome {
-                    Outcome::Delivered(_) => {
+                    Attempted::Delivered(_) => {
                         endpoint.stats.sent.fetch_add(1, Ordering::Relaxed);
                         losses.since_delivery = 0;
                         if attempt > 1 {
@@ -310,13 +310,13 @@ async fn each(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
                         }
                         break;
                     }
-                    Outcome::Refused(_) => {
+                    Attempted::Refused(_) => {
                         endpoint.stats.failed.fetch_add(1, Ordering::Relaxed);
                         give_up(endpoint, &q, attempt, &outcome, "it refused the request");
                         losses.since_delivery += 1;
                         break;
                     }
-                    Outcome::Failed(_) => {
+                    Attempted::Failed(_) => {
                         endpoint.stats.failed.fetch_add(1, Ordering::Relaxed);
                         let delay = backoff(attempt, random_unit());
                         if q.at.elapsed() + delay > spec.give_up_after {
@@ -333,7 +333,7 @@ async fn each(endpoint: &Endpoint, origin: &Reporter, sender: &Sender) {
     }
 }
 
-fn retrying(spec: &Webhook, attempt: u32, outcome: &Outcome, delay: Duration) {
+fn retrying(spec: &Webhook, attempt: u32, outcome: &Attempted, delay: Duration) {
     // The first failure of an outage is news; the retries after it are not.
     if attempt == 1 {
         tracing::warn!(
@@ -352,7 +352,7 @@ fn retrying(spec: &Webhook, attempt: u32, outcome: &Outcome, delay: Duration) {
     }
 }
 
-fn give_up(endpoint: &Endpoint, q: &Queued, attempts: u32, outcome: &Outcome, why: &str) {
+fn give_up(endpoint: &Endpoint, q: &Queued, attempts: u32, outcome: &Attempted, why: &str) {
     endpoint.stats.given_up.fetch_add(1, Ordering::Relaxed);
     tracing::error!(
         endpoint = endpoint.spec.label(),
@@ -430,7 +430,7 @@ async fn alertmanager(
             } else {
                 endpoint.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff(attempts, random_unit());
-                if matches!(outcome, Outcome::Refused(_))
+                if matches!(outcome, Attempted::Refused(_))
                     || since.elapsed() + delay > spec.give_up_after
                 {
                     endpoint.stats.given_up.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use self::delivery::{Endpoint, Outcome, Queued, Sender};
+use self::delivery::{Attempted, Endpoint, Queued, Sender};
 use crate::config::webhook::{Format, Webhook};
 use crate::payload::{Notice, Reporter};
 use crate::report::{Report, Sink};
@@ -193,7 +193,7 @@ impl Sink for WebhookSink {
 
 /// `fwdguard alert test`: one test alert to each webhook, one attempt each, in configuration
 /// order. Returns each webhook's label and outcome.
-pub async fn test_all(webhooks: &[Webhook]) -> Vec<(String, Outcome)> {
+pub async fn test_all(webhooks: &[Webhook]) -> Vec<(String, Attempted)> {
     let origin = reporter();
     let mut results = Vec::with_capacity(webhooks.len());
     for spec in webhooks {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::check::{self, EXIT_UNKNOWN, Outcome};
+use crate::check::{self, EXIT_UNKNOWN, Verdict};
 use crate::config::{self, Action, Config, Guard};
 use crate::diagnosis::{diagnose, guards_of};
 use crate::persist::inputs::gather;
@@ -45,7 +45,7 @@ pub fn run(explicit: Option<&Path>, json: bool) -> u8 {
 
 /// `check` could not look at any key: one UNKNOWN line on stdout, or the JSON form of it.
 pub fn print_failure(error: &str, json: bool) {
-    let outcome = Outcome::failed(error.to_owned());
+    let outcome = Verdict::failed(error.to_owned());
     if json {
         match serde_json::to_string_pretty(&outcome) {
             Ok(s) => println!("{s}"),

@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::OwnedObjectPath;
 
-use crate::cause::{JobEvent, ServiceJobs};
 use crate::observation::{Cause, Observation, Trigger};
+use crate::service_jobs::{JobEvent, ServiceJobs};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

@@ -11,12 +11,12 @@ pub mod persisted;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::cause::ServiceJobs;
-use crate::config::{Causes, Guard};
+use crate::config::{CauseSources, Guard};
 use crate::key::Watch;
 use crate::observation::Observation;
 use crate::persist::scan::Root;
 use crate::report::Report;
+use crate::service_jobs::ServiceJobs;
 use crate::snapshot::{Degradation, Snapshot};
 
 /// What would keep the daemon from seeing changes of this guard's key quickly, found out the
@@ -66,7 +66,7 @@ pub struct DaemonEnds {
 /// once: a change of those takes effect at the next start. Returns the service jobs the D-Bus
 /// watcher keeps, for the daemon to attribute drops with; `None` without one.
 pub fn spawn_cause_sources(
-    causes: &Causes,
+    causes: &CauseSources,
     daemon: DaemonEnds,
 ) -> Option<watch::Receiver<ServiceJobs>> {
     let mut attribution = None;

@@ -44,7 +44,7 @@ pub struct Config {
     /// Attach the BPF sysctl hook (`bpf-hook`, default true): it keeps `prevent` keys and
     /// names writers. `false`: no BPF at all; `prevent` then restores (and says so).
     pub bpf_hook: bool,
-    pub causes: Causes,
+    pub causes: CauseSources,
     /// `[[webhook]]` tables, with their files read.
     pub webhooks: Vec<webhook::Webhook>,
     /// `[metrics]`, `None` unless `listen` is set.
@@ -98,7 +98,7 @@ pub trait Host {
 
 /// Where drops come from: systemd service jobs over D-Bus, and the persisted sysctl files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Causes {
+pub struct CauseSources {
     /// `service-units`: units whose jobs are watched; empty: no D-Bus at all.
     pub units: Vec<String>,
     /// `service-window`: a drop this long after such a job finished is still its doing.
@@ -108,10 +108,10 @@ pub struct Causes {
     pub persisted_root: PathBuf,
 }
 
-impl Default for Causes {
+impl Default for CauseSources {
     fn default() -> Self {
         Self {
-            units: crate::cause::DEFAULT_UNITS
+            units: crate::service_jobs::DEFAULT_UNITS
                 .iter()
                 .map(|u| (*u).to_owned())
                 .collect(),
@@ -190,7 +190,7 @@ impl Default for Config {
                 action: Action::Restore,
             }],
             bpf_hook: true,
-            causes: Causes::default(),
+            causes: CauseSources::default(),
             webhooks: Vec::new(),
             metrics: None,
         }
@@ -294,15 +294,15 @@ fn causes(
     units: Option<Spanned<Vec<Spanned<String>>>>,
     window: Option<Spanned<HumanDuration>>,
     root: Option<Spanned<String>>,
-) -> Result<Causes, (Range<usize>, String)> {
-    let mut c = Causes {
+) -> Result<CauseSources, (Range<usize>, String)> {
+    let mut c = CauseSources {
         window: bounded(
             window,
             "service-window",
             &SERVICE_WINDOW,
             DEFAULT_SERVICE_WINDOW,
         )?,
-        ..Causes::default()
+        ..CauseSources::default()
     };
     if let Some(units) = units {
         c.units.clear();
@@ -662,7 +662,7 @@ action = "alert"
         assert_eq!(c.reread_interval, Duration::from_secs(30));
         assert_eq!(c.flapping, Config::default().flapping);
         assert_eq!(c.guards, Config::default().guards);
-        assert_eq!(c.causes, Causes::default());
+        assert_eq!(c.causes, CauseSources::default());
         assert_eq!(c.causes.units.len(), 8);
     }
 

@@ -246,7 +246,7 @@ impl fmt::Display for Setting {
 
 /// What one tool sets a key to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
+pub struct Applied {
     pub applier: Applier,
     /// The entry that wins: the value the key has after the tool ran. `None`: it leaves the
     /// key alone.
@@ -560,7 +560,7 @@ fn settings<'a>(
 }
 
 /// What every tool sets `key` to.
-pub fn resolve(tree: &Tree, key: &SysctlKey) -> Vec<Outcome> {
+pub fn resolve(tree: &Tree, key: &SysctlKey) -> Vec<Applied> {
     let key_targets = targets(key);
     Applier::ALL
         .iter()
@@ -591,7 +591,7 @@ pub fn resolve(tree: &Tree, key: &SysctlKey) -> Vec<Outcome> {
             } else {
                 "no systemd-sysctl: sysctl -e -p per file"
             });
-            Outcome {
+            Applied {
                 applier,
                 wins,
                 overridden,
