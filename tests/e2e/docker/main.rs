@@ -6,7 +6,7 @@
 //! asserts what a user sees: build output, Docker's warning, image contents, failed downloads,
 //! fwdguard's report lines.
 
-#[path = "../../common/mod.rs"]
+#[path = "../../it/common/mod.rs"]
 mod common;
 mod world;
 

@@ -3,13 +3,11 @@
 //! /run/systemd/journal/socket is the test's own socket, and its stderr is marked as a
 //! journal stream the way systemd marks it (JOURNAL_STREAM=DEV:INODE).
 
-mod common;
-
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fwdguard::sandbox::in_private_netns;
 
 /// Fills a datagram socket's queue (`net.unix.max_dgram_qlen`), as a stalled journald's is.

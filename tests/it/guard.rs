@@ -1,11 +1,9 @@
 //! The real daemon in a private network namespace: what an operator would see through
 //! `/proc/sys`, stderr and the service manager's notify socket.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fwdguard::sandbox::in_private_netns;
 use nix::sys::signal::Signal;
 

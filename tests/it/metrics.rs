@@ -1,16 +1,15 @@
 //! `/metrics` over real HTTP: both exposition formats, checked by Debian's `promtool`, and the
 //! shipped alert rules checked by `promtool check rules`.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::prometheus::{get, tool};
-use common::receiver::Receiver;
+use crate::common::prometheus::{get, tool};
+use crate::common::receiver::Receiver;
+use crate::common::wait_for;
 use fwdguard::alert::Delivery;
 use fwdguard::config::Config;
 use fwdguard::metrics::{Exporter, serve};
@@ -99,7 +98,7 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     .expect("serve");
 
     let mut text = String::new();
-    common::wait_for("the sent counter", Duration::from_secs(2), || {
+    wait_for("the sent counter", Duration::from_secs(2), || {
         let (status, body) = get(server.addr, "/metrics", None).expect("scrape");
         assert_eq!(status, 200);
         text = body;

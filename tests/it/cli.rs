@@ -1,11 +1,9 @@
 //! The commands as a user types them: exit codes and what they print.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fwdguard::sandbox::in_private_netns;
 
 fn fwdguard(args: &[&str]) -> Output {

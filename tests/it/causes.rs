@@ -5,13 +5,11 @@
 //!   no event announces repaired as soon as the job ends, and guarding that goes on while the
 //!   bus is away.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
-use common::*;
+use crate::common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
+use crate::common::*;
 use fwdguard::sandbox::in_private_netns;
 
 const SECOND: Duration = Duration::from_secs(1);

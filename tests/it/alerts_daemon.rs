@@ -3,15 +3,13 @@
 //! through a drop under `alert`, counters that move with real drops, restores that stay fast
 //! while a webhook hangs, and no secret in any output.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::prometheus::{Alertmanager, free_addr, get, tool};
-use common::receiver::{Receiver, Reply};
-use common::*;
+use crate::common::prometheus::{Alertmanager, free_addr, get, tool};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::*;
 use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 
 const SECOND: Duration = Duration::from_secs(1);

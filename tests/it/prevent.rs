@@ -3,11 +3,9 @@
 //! a cgroup each test creates (`FWDGUARD_BPF_CGROUP`), never to the root; the daemon and the
 //! writers run in the test's private network namespace.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 use nix::sys::signal::Signal;
 

@@ -2,13 +2,13 @@
 //! HMAC, retries after errors, refused connections and hangs, queue overflow, give-up, and
 //! TLS with a private CA. The webhooks come from a real configuration file.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::receiver::{Receiver, Reply};
+use crate::common::prometheus::{Alertmanager, tool};
+use crate::common::receiver::{Received, Receiver, Reply};
+use crate::common::wait_for;
 use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
@@ -195,7 +195,7 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
         v["time"]
     );
     let stats = &delivery.endpoints()[0].stats;
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         stats.sent.load(Ordering::Relaxed) == 1
     });
 }
@@ -456,7 +456,7 @@ fn server_error_then_success_is_one_delivery_after_a_retry() {
         "the same report"
     );
     let stats = &delivery.endpoints()[0].stats;
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         stats.sent.load(Ordering::Relaxed) == 1
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -474,7 +474,7 @@ fn a_client_error_is_not_retried() {
     emit(&mut sinks, &restored(7));
     rx.wait_for(1, Duration::from_secs(5));
     let e = &delivery.endpoints()[0];
-    common::wait_for("the give-up", Duration::from_secs(2), || {
+    wait_for("the give-up", Duration::from_secs(2), || {
         e.stats.given_up.load(Ordering::Relaxed) == 1
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -496,13 +496,13 @@ fn refused_connections_are_retried_until_the_endpoint_comes_up() {
     ));
     emit(&mut sinks, &restored(9));
     let endpoint = delivery.endpoints()[0].clone();
-    common::wait_for("a refused attempt", Duration::from_secs(5), || {
+    wait_for("a refused attempt", Duration::from_secs(5), || {
         endpoint.stats.failed.load(Ordering::Relaxed) >= 1
     });
     let rx = Receiver::start_on(addr, &[], None);
     let got = rx.wait_for(1, Duration::from_secs(10));
     assert_eq!(got[0].json()["wrong_for_us"], 9);
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         endpoint.stats.sent.load(Ordering::Relaxed) == 1
     });
 }
@@ -526,7 +526,7 @@ fn a_hanging_endpoint_times_out_and_gets_a_retry() {
     assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!(got[1].json()["wrong_for_us"], 11);
     let endpoint = &delivery.endpoints()[0];
-    common::wait_for("the retry's success", Duration::from_secs(2), || {
+    wait_for("the retry's success", Duration::from_secs(2), || {
         endpoint.stats.sent.load(Ordering::Relaxed) == 1
     });
     assert_eq!(endpoint.stats.failed.load(Ordering::Relaxed), 1);
@@ -571,7 +571,7 @@ fn undeliverable_reports_are_given_up_after_their_age() {
     ));
     emit(&mut sinks, &restored(5));
     let endpoint = delivery.endpoints()[0].clone();
-    common::wait_for("give-up", Duration::from_secs(5), || {
+    wait_for("give-up", Duration::from_secs(5), || {
         endpoint.stats.given_up.load(Ordering::Relaxed) == 1
     });
     assert!(endpoint.stats.failed.load(Ordering::Relaxed) >= 1);
@@ -668,13 +668,11 @@ fn https_with_a_private_ca_is_delivered_and_fails_without_it() {
 #[test]
 fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
     const TEST: &str = "a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it";
-    let Some(bin) =
-        common::prometheus::tool(TEST, "prometheus-alertmanager", "prometheus-alertmanager")
-    else {
+    let Some(bin) = tool(TEST, "prometheus-alertmanager", "prometheus-alertmanager") else {
         return;
     };
     let notified = Receiver::start(&[]);
-    let am = common::prometheus::Alertmanager::start(&bin, &notified.url("/am"));
+    let am = Alertmanager::start(&bin, &notified.url("/am"));
     let (_dir, _delivery, mut sinks) = deliver(&format!(
         "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
         am.url()
@@ -696,7 +694,7 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
             .cloned()
     };
     let mut firing = None;
-    common::wait_for("the alert in Alertmanager", Duration::from_secs(10), || {
+    wait_for("the alert in Alertmanager", Duration::from_secs(10), || {
         firing = ours(&am.alerts());
         firing.is_some()
     });
@@ -716,7 +714,7 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
             .expect("summary")
             .starts_with("net.ipv4.conf.all.forwarding is 0, want 1")
     );
-    let status_of = |n: &common::receiver::Received| n.json()["status"].as_str().map(String::from);
+    let status_of = |n: &Received| n.json()["status"].as_str().map(String::from);
     let got = notified.wait_for(1, Duration::from_secs(10));
     assert_eq!(status_of(&got[0]).as_deref(), Some("firing"));
 
@@ -731,10 +729,10 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
             cause: None,
         },
     );
-    common::wait_for("the alert resolved", Duration::from_secs(10), || {
+    wait_for("the alert resolved", Duration::from_secs(10), || {
         ours(&am.alerts()).is_none()
     });
-    common::wait_for("a resolved notification", Duration::from_secs(10), || {
+    wait_for("a resolved notification", Duration::from_secs(10), || {
         notified
             .requests()
             .iter()

@@ -2,11 +2,9 @@
 //! it subscribes, forwards jobs of the watched units with their type, ignores other units, and
 //! survives the bus going away and coming back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
+use crate::common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
 use fwdguard::cause::JobEvent;
 use fwdguard::source::jobs::{Bus, watch};
 use tokio::sync::mpsc;

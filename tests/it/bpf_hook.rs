@@ -2,12 +2,10 @@
 //! (`TestCgroup`), runs its writers inside that cgroup and inside a private network namespace
 //! (proven not the host's), and never touches the host's knobs.
 
-mod common;
-
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, read};
+use crate::common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, read};
 use fwdguard::bpf::{Attempt, Fault, Hook, HookError, Mode, Options, Target};
 use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 

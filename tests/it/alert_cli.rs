@@ -1,19 +1,16 @@
 //! `fwdguard config check` on `[[webhook]]` and `[metrics]` tables, and `fwdguard alert test`,
 //! as a user runs them.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::receiver::{Receiver, Reply};
+use crate::common::BIN;
+use crate::common::prometheus::free_addr;
+use crate::common::receiver::{Receiver, Reply};
 
 fn fwdguard(args: &[&str]) -> Output {
-    Command::new(common::BIN)
-        .args(args)
-        .output()
-        .expect("run fwdguard")
+    Command::new(BIN).args(args).output().expect("run fwdguard")
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -149,7 +146,7 @@ fn alert_test_prints_each_endpoint_and_exits_0_only_if_all_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ok = Receiver::start(&[]);
     let failing = Receiver::start(&[Reply::Status(503)]);
-    let refused = common::prometheus::free_addr();
+    let refused = free_addr();
     let good = write_config(
         dir.path(),
         &format!(

@@ -3,14 +3,12 @@
 //! What an operator must see afterwards: forwarding on, a handful of reports rather than one
 //! per drop, and the daemon's memory where it was.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fwdguard::sandbox::{PrivateNetns, in_private_netns};
 
 const IPV6_ALL_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
