@@ -2,8 +2,6 @@
 //! run inside `fwdguard::sandbox::in_private_netns`, and write only through
 //! `PrivateNetns::write`, which proves first that the thread is not in the host's namespace.
 
-#![allow(dead_code)] // each test file uses a different part
-
 pub mod bus;
 pub mod prometheus;
 pub mod receiver;
