@@ -2,30 +2,19 @@
 //! as a user runs them.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use crate::common::BIN;
 use crate::common::prometheus::free_addr;
 use crate::common::receiver::{Receiver, Reply};
-
-fn fwdguard(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run fwdguard")
-}
+use crate::common::{ONE_GUARD, config_file, fwdguard, stderr, stdout};
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (stdout(o), stderr(o))
 }
 
-const GUARD: &str = "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n";
-
-fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
-    let path = dir.join("fwdguard.toml");
-    std::fs::write(&path, format!("{GUARD}{body}")).expect("config");
-    path
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    config_file(dir, &format!("{ONE_GUARD}{body}"))
 }
 
 #[test]

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::common::prometheus::{Alertmanager, tool};
+use crate::common::prometheus::{Alertmanager, free_addr};
 use crate::common::receiver::{Received, Receiver, Reply};
-use crate::common::wait_for;
+use crate::common::{ONE_GUARD, config_file, tool, wait_for};
 use fwdguard::alert::config::Webhook;
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::{Action, Config};
@@ -18,12 +18,14 @@ use fwdguard::report::{Cause, PersistedConflict, Report, Sink, Trigger};
 use fwdguard::value::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
-    let text = format!("[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n{tables}");
-    let path = dir.join("fwdguard.toml");
-    std::fs::write(&path, text).expect("config");
-    Config::load(&path)
+    Config::load(&config_file(dir, &format!("{ONE_GUARD}{tables}")))
         .unwrap_or_else(|e| panic!("config refused: {e}"))
         .webhooks
+}
+
+/// A `[[webhook]]` table: `format`, `url`, then `extra` lines.
+fn webhook(format: &str, url: &str, extra: &str) -> String {
+    format!("[[webhook]]\nformat = \"{format}\"\nurl = \"{url}\"\n{extra}")
 }
 
 /// A delivery thread and the sinks for the webhook `tables` of a configuration file.
@@ -47,6 +49,29 @@ fn restored(micros: u64) -> Report {
         trigger: Trigger::Netconf,
         wrong_for: Duration::from_micros(micros),
         attempts: 1,
+        cause: None,
+    }
+}
+
+/// Forwarding found at 0 under `action = "alert"`.
+fn alerted(trigger: Trigger) -> Report {
+    Report::DriftAlerted {
+        key: key(),
+        want: Value::new("1"),
+        value: Value::new("0"),
+        trigger,
+        cause: None,
+    }
+}
+
+/// Forwarding back at 1, set by someone else, after `wrong_for`.
+fn recovered(trigger: Trigger, wrong_for: Duration) -> Report {
+    Report::Recovered {
+        key: key(),
+        want: Value::new("1"),
+        old: Value::new("0"),
+        trigger,
+        wrong_for,
         cause: None,
     }
 }
@@ -215,19 +240,14 @@ fn every_report_kind_fits_the_schema() {
         source: "/etc/sysctl.conf:2".into(),
         appliers: vec!["systemd-sysctl".into(), "sysctl --system".into()],
     };
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\nevents = [{all}]\n",
-        rx.url("/")
+    let (_dir, _delivery, mut sinks) = deliver(&webhook(
+        "json",
+        &rx.url("/"),
+        &format!("events = [{all}]\n"),
     ));
     let reports = [
         restored(10),
-        Report::DriftAlerted {
-            key: key(),
-            want: Value::new("1"),
-            value: Value::new("0"),
-            trigger: Trigger::Inotify,
-            cause: None,
-        },
+        alerted(Trigger::Inotify),
         Report::RestoreFailed {
             key: key(),
             want: Value::new("1"),
@@ -241,14 +261,7 @@ fn every_report_kind_fits_the_schema() {
                 ..Writer::default()
             }))),
         },
-        Report::Recovered {
-            key: key(),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Reread,
-            wrong_for: Duration::from_secs(3),
-            cause: None,
-        },
+        recovered(Trigger::Reread, Duration::from_secs(3)),
         Report::Flapping {
             key: key(),
             action: Action::Restore,
@@ -378,10 +391,7 @@ fn network_sysctl(replaced: bool) -> Writer {
 #[test]
 fn default_events_leave_out_info_and_key_available() {
     let rx = Receiver::start(&[]);
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, _delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(
         &mut sinks,
         &Report::ConfigReloaded {
@@ -406,10 +416,8 @@ fn default_events_leave_out_info_and_key_available() {
 #[test]
 fn slack_message_has_a_summary_line_and_fields() {
     let rx = Receiver::start(&[]);
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"slack\"\nurl = \"{}\"\n",
-        rx.url("/services/T0/B0/XYZ")
-    ));
+    let (_dir, _delivery, mut sinks) =
+        deliver(&webhook("slack", &rx.url("/services/T0/B0/XYZ"), ""));
     emit(
         &mut sinks,
         &Report::Flapping {
@@ -443,10 +451,7 @@ fn slack_message_has_a_summary_line_and_fields() {
 #[test]
 fn server_error_then_success_is_one_delivery_after_a_retry() {
     let rx = Receiver::start(&[Reply::Status(500)]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(&mut sinks, &restored(7));
     let got = rx.wait_for(2, Duration::from_secs(5));
     assert_eq!(got[0].body.len(), got[1].body.len());
@@ -467,10 +472,7 @@ fn server_error_then_success_is_one_delivery_after_a_retry() {
 #[test]
 fn a_client_error_is_not_retried() {
     let rx = Receiver::start(&[Reply::Status(404)]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(&mut sinks, &restored(7));
     rx.wait_for(1, Duration::from_secs(5));
     let e = &delivery.endpoints()[0];
@@ -482,18 +484,10 @@ fn a_client_error_is_not_retried() {
     assert_eq!(e.lost(), 1);
 }
 
-/// A port nothing listens on (yet).
-fn free_port() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 #[test]
 fn refused_connections_are_retried_until_the_endpoint_comes_up() {
-    let addr = free_port();
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"http://{addr}/up\"\n"
-    ));
+    let addr = free_addr();
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &format!("http://{addr}/up"), ""));
     emit(&mut sinks, &restored(9));
     let endpoint = delivery.endpoints()[0].clone();
     wait_for("a refused attempt", Duration::from_secs(5), || {
@@ -510,10 +504,8 @@ fn refused_connections_are_retried_until_the_endpoint_comes_up() {
 #[test]
 fn a_hanging_endpoint_times_out_and_gets_a_retry() {
     let rx = Receiver::start(&[Reply::Hang]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"200ms\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) =
+        deliver(&webhook("json", &rx.url("/"), "timeout = \"200ms\"\n"));
     let start = std::time::Instant::now();
     emit(&mut sinks, &restored(11));
     // The sink hands over without waiting for the hanging server.
@@ -535,9 +527,10 @@ fn a_hanging_endpoint_times_out_and_gets_a_retry() {
 #[test]
 fn overflow_drops_the_oldest_counts_them_and_says_so() {
     let rx = Receiver::start(&[Reply::Hang]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"1s\"\nqueue = 2\n",
-        rx.url("/")
+    let (_dir, delivery, mut sinks) = deliver(&webhook(
+        "json",
+        &rx.url("/"),
+        "timeout = \"1s\"\nqueue = 2\n",
     ));
     emit(&mut sinks, &restored(1));
     // The task is now stuck on the first report; the next ten meet a queue of two.
@@ -565,9 +558,11 @@ fn overflow_drops_the_oldest_counts_them_and_says_so() {
 
 #[test]
 fn undeliverable_reports_are_given_up_after_their_age() {
-    let addr = free_port();
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"slack\"\nurl = \"http://{addr}/\"\ngive-up-after = \"1s\"\n"
+    let addr = free_addr();
+    let (_dir, delivery, mut sinks) = deliver(&webhook(
+        "slack",
+        &format!("http://{addr}/"),
+        "give-up-after = \"1s\"\n",
     ));
     emit(&mut sinks, &restored(5));
     let endpoint = delivery.endpoints()[0].clone();
@@ -582,10 +577,7 @@ fn undeliverable_reports_are_given_up_after_their_age() {
 fn an_unchanged_webhook_keeps_its_endpoint_across_a_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let table = format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    );
+    let table = webhook("json", &rx.url("/"), "");
     let delivery = Delivery::start().expect("delivery");
     let first = delivery.sinks(&webhooks(dir.path(), &table));
     let before = delivery.endpoints()[0].clone();
@@ -673,20 +665,8 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
     };
     let notified = Receiver::start(&[]);
     let am = Alertmanager::start(&bin, &notified.url("/am"));
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
-        am.url()
-    ));
-    emit(
-        &mut sinks,
-        &Report::DriftAlerted {
-            key: key(),
-            want: Value::new("1"),
-            value: Value::new("0"),
-            trigger: Trigger::Netconf,
-            cause: None,
-        },
-    );
+    let (_dir, _delivery, mut sinks) = deliver(&webhook("alertmanager", &am.url(), ""));
+    emit(&mut sinks, &alerted(Trigger::Netconf));
     let ours = |alerts: &[serde_json::Value]| {
         alerts
             .iter()
@@ -720,14 +700,7 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
 
     emit(
         &mut sinks,
-        &Report::Recovered {
-            key: key(),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Netconf,
-            wrong_for: Duration::from_secs(2),
-            cause: None,
-        },
+        &recovered(Trigger::Netconf, Duration::from_secs(2)),
     );
     wait_for("the alert resolved", Duration::from_secs(10), || {
         ours(&am.alerts()).is_none()

@@ -139,11 +139,7 @@ fn storm_against_the_daemon(ns: &PrivateNetns, daemon: &mut Daemon) {
     assert!(all_one(), "nothing left pending flips a knob later");
 
     ns.write(ALL_FORWARDING, "0").expect("write");
-    wait_for(
-        "a drop after the storm undone",
-        Duration::from_secs(1),
-        || read(ALL_FORWARDING) == "1",
-    );
+    wait_forwarding_on("a drop after the storm undone", SECOND);
 
     let rss_end = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");

@@ -9,12 +9,18 @@ pub mod receiver;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use fwdguard::sandbox::PrivateNetns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwdguard");
 pub const ALL_FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const SECOND: Duration = Duration::from_secs(1);
+
+/// One guard of forwarding, as the first table of a configuration file (webhooks follow).
+pub const ONE_GUARD: &str = "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n";
 
 pub fn read(path: &str) -> String {
     std::fs::read_to_string(path)
@@ -34,6 +40,85 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -
         std::thread::sleep(Duration::from_micros(200));
     }
     start.elapsed()
+}
+
+/// Waits until forwarding reads 1 again; panics with `what` after `timeout`.
+pub fn wait_forwarding_on(what: &str, timeout: Duration) -> Duration {
+    wait_for(what, timeout, || read(ALL_FORWARDING) == "1")
+}
+
+/// Knocks forwarding to 0 `n` times; each time it must be back at 1 within a second.
+pub fn knock_and_wait(ns: &PrivateNetns, n: usize) {
+    for i in 0..n {
+        ns.write(ALL_FORWARDING, "0").expect("write");
+        wait_forwarding_on(&format!("restore {i} of {n}"), SECOND);
+    }
+}
+
+/// `fwdguard ARGS` on the host, for commands that read no sysctl.
+pub fn fwdguard(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run fwdguard")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `fwdguard check -c CONFIG` as the last arguments of `wrapper` (as for
+/// `Daemon::start_under`), in the private namespace, with `env` added: exit code and stdout.
+pub fn check_under(
+    ns: &PrivateNetns,
+    wrapper: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let line: Vec<&str> = wrapper.iter().copied().chain([BIN]).collect();
+    let out = ns
+        .command(line[0])
+        .expect("private")
+        .args(&line[1..])
+        .args(["check", "-c"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("fwdguard check");
+    (out.status.code(), stdout(&out))
+}
+
+/// `ip ARGS` (iproute2) in the private namespace; it must succeed. Returns its stdout.
+pub fn ip(ns: &PrivateNetns, args: &[&str]) -> String {
+    let out = ns
+        .command("ip")
+        .expect("private")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) is installed");
+    assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The path of `program` if it is installed. If not, a test that needs it fails under
+/// `CI=true` (`.ci/run` installs it) and elsewhere says `SKIPPED`.
+pub fn tool(test: &str, program: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    let need = format!("{program} (Debian package {package})");
+    fwdguard::sandbox::require(test, found.is_some(), &need);
+    found
+}
+
+/// Writes `text` as `fwdguard.toml` in `dir`; returns its path.
+pub fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("fwdguard.toml");
+    std::fs::write(&path, text).expect("config");
+    path
 }
 
 /// `fwdguard run` with a config of the test's, a notify socket of its own and stderr in a file.
@@ -65,7 +150,7 @@ impl Daemon {
         adjust: impl FnOnce(&mut Command, &Path),
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("fwdguard.toml"), config).expect("config");
+        config_file(dir.path(), config);
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
         notify
@@ -97,14 +182,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        let cgroup = nix::unistd::Uid::effective().is_root().then(|| {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static DAEMONS: AtomicUsize = AtomicUsize::new(0);
-            TestCgroup::new(&format!(
-                "daemon{}",
-                DAEMONS.fetch_add(1, Ordering::Relaxed)
-            ))
-        });
+        let cgroup = nix::unistd::Uid::effective()
+            .is_root()
+            .then(|| TestCgroup::new("daemon"));
         if let Some(cg) = &cgroup {
             cmd.env(fwdguard::bpf::ATTACH_ENV, &cg.path);
         }
@@ -117,6 +197,12 @@ impl Daemon {
             notes: Vec::new(),
             _cgroup: cgroup,
         }
+    }
+
+    /// Waits until the daemon is ready (`READY=1` within 5 s).
+    pub fn ready(mut self) -> Self {
+        self.wait_notify("READY=1", 5 * SECOND);
+        self
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -331,11 +417,18 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
+    /// A new cgroup named after the process, a number of its own and `tag`.
     pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static MADE: AtomicUsize = AtomicUsize::new(0);
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let root = fwdguard::bpf::cgroup::cgroup2_mount_point(&mountinfo)
             .expect("cgroup2 is mounted (hybrid: /sys/fs/cgroup/unified)");
-        let name = format!("fwdguard-test-{}-{tag}", std::process::id());
+        let name = format!(
+            "fwdguard-test-{}-{}-{tag}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        );
         let path = root.join(&name);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         Self {
@@ -347,12 +440,7 @@ impl TestCgroup {
     /// Runs `sh -c SCRIPT sh ARGS...` inside this cgroup (it joins first, then runs the
     /// script) and in the calling thread's network namespace, which must be `ns`.
     /// Returns (pid, exit code, stdout trimmed, stderr).
-    pub fn sh(
-        &self,
-        ns: &fwdguard::sandbox::PrivateNetns,
-        script: &str,
-        args: &[&str],
-    ) -> (u32, i32, String, String) {
+    pub fn sh(&self, ns: &PrivateNetns, script: &str, args: &[&str]) -> (u32, i32, String, String) {
         let child = ns
             .command("sh")
             .expect("still in the private namespace")
