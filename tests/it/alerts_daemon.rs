@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::prometheus::{Alertmanager, check_metrics, free_addr, get};
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use fwdguard::sandbox::PrivateNetns;
 
 /// Brings up `lo` in the private namespace: servers there listen on 127.0.0.1.
 fn loopback_up(ns: &PrivateNetns) {

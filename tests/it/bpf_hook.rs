@@ -5,9 +5,9 @@
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use crate::common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, read};
+use crate::common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, in_private_netns, read};
 use fwdguard::bpf::{Attempt, Fault, Hook, HookError, Mode, Options, Target};
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use fwdguard::sandbox::PrivateNetns;
 
 const V6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 

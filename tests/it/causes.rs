@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
 use crate::common::*;
-use fwdguard::sandbox::in_private_netns;
 
 fn config(root: &Path, units: &str, extra_guard: &str) -> String {
     format!(

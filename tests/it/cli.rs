@@ -4,7 +4,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fwdguard::sandbox::in_private_netns;
 
 /// `fwdguard ARGS`, which must exit with `code`.
 fn fwdguard_exits(args: &[&str], code: i32) -> Output {

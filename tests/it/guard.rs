@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fwdguard::sandbox::in_private_netns;
 use nix::sys::signal::Signal;
 
 /// Starts a guard with `action`, forwarding at 1, and waits until it is ready.

@@ -8,7 +8,6 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fwdguard::sandbox::in_private_netns;
 
 /// Fills a datagram socket's queue (`net.unix.max_dgram_qlen`), as a stalled journald's is.
 fn fill(path: &std::path::Path) {

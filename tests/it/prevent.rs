@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use fwdguard::sandbox::PrivateNetns;
 use nix::sys::signal::Signal;
 
 const ATTACH_ENV: &str = fwdguard::bpf::ATTACH_ENV;

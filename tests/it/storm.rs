@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use fwdguard::sandbox::PrivateNetns;
 
 const IPV6_ALL_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 /// The three ways to turn forwarding off; `ip_forward` and `conf/all/forwarding` are one knob.

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fwdguard::sandbox::PrivateNetns;
@@ -40,6 +41,64 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -
         std::thread::sleep(Duration::from_micros(200));
     }
     start.elapsed()
+}
+
+/// Whose turn it is to run tests in private namespaces: a module, and how many of its tests
+/// are running.
+static TURN: Mutex<(String, usize)> = Mutex::new((String::new(), 0));
+static TURN_CHANGED: Condvar = Condvar::new();
+
+/// A module's turn, held for one test; see `in_private_netns`. (`false`: a thread that is no
+/// test's, which takes no turn.)
+pub struct Turn(bool);
+
+/// Waits until no test of another module runs in a private namespace; the test's module is
+/// the first part of its thread's name, which the test harness sets to the test's path
+/// (`guard::restores_after_...`).
+fn module_turn() -> Turn {
+    let Some(module) = std::thread::current()
+        .name()
+        .and_then(|n| n.split_once("::"))
+        .map(|(m, _)| m.to_owned())
+    else {
+        return Turn(false);
+    };
+    let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    while turn.1 > 0 && turn.0 != module {
+        turn = TURN_CHANGED
+            .wait(turn)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    turn.0 = module;
+    turn.1 += 1;
+    Turn(true)
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        turn.1 -= 1;
+        if turn.1 == 0 {
+            TURN_CHANGED.notify_all();
+        }
+    }
+}
+
+/// `fwdguard::sandbox::in_private_netns`, taking turns by module: the tests of one module run
+/// side by side, as they did when each module was a binary of its own, but never beside those
+/// of another. Modules write forwarding in their namespaces, hold RTNL doing so (in any
+/// namespace a write of forwarding that finds RTNL taken is restarted, and the BPF hook then
+/// sees it twice), run storms of writes and time restores: each was written to run with only
+/// its own kind.
+pub fn in_private_netns<R: Send + 'static>(
+    test: &str,
+    body: impl FnOnce(&PrivateNetns) -> R + Send + 'static,
+) -> Option<R> {
+    let _turn = module_turn();
+    fwdguard::sandbox::in_private_netns(test, body)
 }
 
 /// Waits until forwarding reads 1 again; panics with `what` after `timeout`.
