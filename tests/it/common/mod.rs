@@ -1,6 +1,7 @@
 //! Shared test harness: the real binary under a fake service manager. Tests that write sysctls
-//! run inside `fwdguard::sandbox::in_private_netns`, and write only through
-//! `PrivateNetns::write`, which proves first that the thread is not in the host's namespace.
+//! run inside `in_private_netns` (`fwdguard::sandbox::in_private_netns`, module by module), and
+//! write only through `PrivateNetns::write`, which proves first that the thread is not in the
+//! host's namespace.
 
 pub mod bus;
 pub mod prometheus;
