@@ -6,7 +6,10 @@
 //! asserts what a user sees: build output, Docker's warning, image contents, failed downloads,
 //! fwdguard's report lines.
 
-#[path = "../../common/mod.rs"]
+// The harness of tests/it; this binary uses only the daemon, its cgroup and the webhook
+// receiver, so the rest is dead code here.
+#[allow(dead_code)]
+#[path = "../../it/common/mod.rs"]
 mod common;
 mod world;
 

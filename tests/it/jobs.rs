@@ -2,11 +2,9 @@
 //! it subscribes, forwards jobs of the watched units with their type, ignores other units, and
 //! survives the bus going away and coming back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
+use crate::common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
 use fwdguard::service_jobs::JobEvent;
 use fwdguard::source::jobs::{Bus, watch};
 use tokio::sync::mpsc;
@@ -20,12 +18,40 @@ fn next(rx: &mut mpsc::Receiver<JobEvent>, rt: &tokio::runtime::Runtime) -> JobE
         .expect("the watcher is running")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// The watcher on a runtime of its own, for `unit` on the bus at `address`; its events.
+fn watching(address: String, unit: &str) -> (tokio::runtime::Runtime, mpsc::Receiver<JobEvent>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("runtime")
+        .expect("runtime");
+    let (tx, rx) = mpsc::channel(16);
+    rt.spawn(watch(Bus::Address(address), vec![unit.into()], tx));
+    (rt, rx)
+}
+
+/// The next two events are job `id` of `unit` starting, then its type, `kind`.
+fn assert_job_started(
+    rx: &mut mpsc::Receiver<JobEvent>,
+    rt: &tokio::runtime::Runtime,
+    id: u32,
+    unit: &str,
+    kind: &str,
+) {
+    assert_eq!(
+        next(rx, rt),
+        JobEvent::Started {
+            id,
+            unit: unit.into(),
+        }
+    );
+    assert_eq!(
+        next(rx, rt),
+        JobEvent::Typed {
+            id,
+            kind: kind.into()
+        }
+    );
 }
 
 #[test]
@@ -35,31 +61,12 @@ fn jobs_of_watched_units_arrive_with_their_type() {
     };
     let bus = PrivateBus::start(&program);
     let systemd = FakeSystemd::start(&bus.address());
-    let rt = runtime();
-    let (tx, mut rx) = mpsc::channel(16);
-    rt.spawn(watch(
-        Bus::Address(bus.address()),
-        vec!["network.service".into()],
-        tx,
-    ));
+    let (rt, mut rx) = watching(bus.address(), "network.service");
     assert_eq!(next(&mut rx, &rt), JobEvent::Connected);
     systemd.wait_subscribed(1, WAIT);
     systemd.job_new(41, "cups.service", "start");
     systemd.job_new(42, "network.service", "restart");
-    assert_eq!(
-        next(&mut rx, &rt),
-        JobEvent::Started {
-            id: 42,
-            unit: "network.service".into(),
-        }
-    );
-    assert_eq!(
-        next(&mut rx, &rt),
-        JobEvent::Typed {
-            id: 42,
-            kind: "restart".into()
-        }
-    );
+    assert_job_started(&mut rx, &rt, 42, "network.service", "restart");
     systemd.job_removed(41, "cups.service", "done");
     systemd.job_removed(42, "network.service", "done");
     assert_eq!(
@@ -79,13 +86,7 @@ fn the_bus_going_away_and_coming_back() {
     };
     let mut bus = PrivateBus::start(&program);
     let mut systemd = FakeSystemd::start(&bus.address());
-    let rt = runtime();
-    let (tx, mut rx) = mpsc::channel(16);
-    rt.spawn(watch(
-        Bus::Address(bus.address()),
-        vec!["docker.service".into()],
-        tx,
-    ));
+    let (rt, mut rx) = watching(bus.address(), "docker.service");
     assert_eq!(next(&mut rx, &rt), JobEvent::Connected);
     systemd.wait_subscribed(1, WAIT);
 
@@ -106,33 +107,14 @@ fn the_bus_going_away_and_coming_back() {
     }
     systemd.wait_subscribed(2, WAIT);
     systemd.job_new(7, "docker.service", "stop");
-    assert_eq!(
-        next(&mut rx, &rt),
-        JobEvent::Started {
-            id: 7,
-            unit: "docker.service".into(),
-        }
-    );
-    assert_eq!(
-        next(&mut rx, &rt),
-        JobEvent::Typed {
-            id: 7,
-            kind: "stop".into()
-        }
-    );
+    assert_job_started(&mut rx, &rt, 7, "docker.service", "stop");
 }
 
 #[test]
 fn no_bus_is_reported_and_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = runtime();
-    let (tx, mut rx) = mpsc::channel(16);
     let address = format!("unix:path={}/nobody-listens", dir.path().display());
-    rt.spawn(watch(
-        Bus::Address(address),
-        vec!["network.service".into()],
-        tx,
-    ));
+    let (rt, mut rx) = watching(address, "network.service");
     for _ in 0..2 {
         match next(&mut rx, &rt) {
             JobEvent::Lost { error } => {
@@ -160,13 +142,7 @@ fn a_bus_that_never_answers_is_reported_and_retried() {
             open.push(conn);
         }
     });
-    let rt = runtime();
-    let (tx, mut rx) = mpsc::channel(16);
-    rt.spawn(watch(
-        Bus::Address(format!("unix:path={}", path.display())),
-        vec!["network.service".into()],
-        tx,
-    ));
+    let (rt, mut rx) = watching(format!("unix:path={}", path.display()), "network.service");
     match next(&mut rx, &rt) {
         JobEvent::Lost { error } => assert_eq!(error, "the system bus did not answer within 5s"),
         other => panic!("want Lost, got {other:?}"),

@@ -5,16 +5,11 @@
 //!   no event announces repaired as soon as the job ends, and guarding that goes on while the
 //!   bus is away.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
-use common::*;
-use fwdguard::sandbox::in_private_netns;
-
-const SECOND: Duration = Duration::from_secs(1);
+use crate::common::bus::{FakeSystemd, PrivateBus, dbus_daemon};
+use crate::common::*;
 
 fn config(root: &Path, units: &str, extra_guard: &str) -> String {
     format!(
@@ -30,8 +25,7 @@ fn persisted_conflicts_come_and_go_as_files_change() {
         let root = tempfile::tempdir().expect("tempdir");
         let etc = root.path().join("etc/sysctl.d");
         std::fs::create_dir_all(&etc).expect("mkdir");
-        let mut d = Daemon::start(&config(root.path(), "", ""));
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(&config(root.path(), "", "")).ready();
         assert!(!d.stderr().contains("will set"), "{}", d.stderr());
 
         // Added.
@@ -92,8 +86,7 @@ fn a_persisted_zero_is_reported_at_start() {
             "net.ipv4.ip_forward = 0\n",
         )
         .expect("w");
-        let mut d = Daemon::start(&config(root.path(), "", ""));
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(&config(root.path(), "", "")).ready();
         d.wait_stderr(
             "will set net.ipv4.conf.all.forwarding to 0 at the next network restart or boot: /etc/sysctl.conf:1",
             5 * SECOND,
@@ -126,17 +119,15 @@ fn drops_during_a_service_job_are_attributed_and_its_end_rechecks() {
                 |cmd, _| {
                     cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &address);
                 },
-            );
-            d.wait_notify("READY=1", 5 * SECOND);
+            )
+            .ready();
             systemd.wait_subscribed(1, 5 * SECOND);
 
             // `systemctl restart network` on EL7: the stop writes ip_forward=0.
             systemd.job_new(17, "network.service", "restart");
             std::thread::sleep(Duration::from_millis(100));
             ns.write(IP_FORWARD, "0").expect("write");
-            wait_for("forwarding back at 1", SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("forwarding back at 1", SECOND);
             d.wait_stderr(
                 "net.ipv4.conf.all.forwarding was 0 (during restart of network.service), restored to 1 in",
                 SECOND,
@@ -177,9 +168,7 @@ fn drops_during_a_service_job_are_attributed_and_its_end_rechecks() {
             bus.stop();
             d.wait_stderr("cannot watch systemd service jobs over D-Bus", 5 * SECOND);
             ns.write(ALL_FORWARDING, "0").expect("write");
-            wait_for("forwarding back at 1", SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("forwarding back at 1", SECOND);
             // ... and comes back: jobs are watched again.
             bus.restart();
             systemd.connect(&bus.address());

@@ -3,28 +3,18 @@
 //! through a drop under `alert`, counters that move with real drops, restores that stay fast
 //! while a webhook hangs, and no secret in any output.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::prometheus::{Alertmanager, free_addr, get, tool};
-use common::receiver::{Receiver, Reply};
-use common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
-
-const SECOND: Duration = Duration::from_secs(1);
+use crate::common::prometheus::{Alertmanager, check_metrics, free_addr, get};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::*;
+use fwdguard::sandbox::PrivateNetns;
 
 /// Brings up `lo` in the private namespace: servers there listen on 127.0.0.1.
 fn loopback_up(ns: &PrivateNetns) {
-    let status = ns
-        .command("ip")
-        .expect("private")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip (iproute2) is installed");
-    assert!(status.success());
+    ip(ns, &["link", "set", "lo", "up"]);
 }
 
 fn config(action: &str, tables: &str) -> String {
@@ -48,9 +38,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn drop_and_time(ns: &PrivateNetns) -> Duration {
     let start = Instant::now();
     ns.write(ALL_FORWARDING, "0").expect("write");
-    wait_for("forwarding back at 1", SECOND, || {
-        read(ALL_FORWARDING) == "1"
-    });
+    wait_forwarding_on("forwarding back at 1", SECOND);
     start.elapsed()
 }
 
@@ -65,14 +53,14 @@ fn a_drop_under_alert_fires_in_alertmanager_and_resolves_when_the_key_holds() {
         let notified = Receiver::start(&[]);
         let am = Alertmanager::start(&bin, &notified.url("/am"));
         ns.write(ALL_FORWARDING, "1").expect("write");
-        let mut d = Daemon::start(&config(
+        let d = Daemon::start(&config(
             "alert",
             &format!(
                 "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
                 am.url()
             ),
-        ));
-        d.wait_notify("READY=1", 5 * SECOND);
+        ))
+        .ready();
 
         ns.write(ALL_FORWARDING, "0").expect("write");
         let ours = |am: &Alertmanager| {
@@ -122,21 +110,17 @@ fn metrics_move_with_real_drops_and_pass_promtool() {
         loopback_up(ns);
         let listen = free_addr();
         ns.write(ALL_FORWARDING, "1").expect("write");
-        let mut d = Daemon::start(&config(
+        let d = Daemon::start(&config(
             "restore",
             &format!("[metrics]\nlisten = \"{listen}\"\n"),
-        ));
-        d.wait_notify("READY=1", 5 * SECOND);
+        ))
+        .ready();
         let key = "{key=\"net.ipv4.conf.all.forwarding\"}";
         let before = scrape(listen);
-        assert_eq!(
-            sample(&before, &format!("fwdguard_drops_total{key}")),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(&before, &format!("fwdguard_key_value{key}")),
-            Some(1.0)
-        );
+        for (metric, want) in [("fwdguard_drops_total", 0.0), ("fwdguard_key_value", 1.0)] {
+            let series = format!("{metric}{key}");
+            assert_eq!(sample(&before, &series), Some(want), "{series}");
+        }
         for _ in 0..3 {
             drop_and_time(ns);
             std::thread::sleep(Duration::from_millis(20));
@@ -146,62 +130,20 @@ fn metrics_move_with_real_drops_and_pass_promtool() {
             after = scrape(listen);
             sample(&after, &format!("fwdguard_restores_total{key}")) == Some(3.0)
         });
-        assert_eq!(
-            sample(&after, &format!("fwdguard_drops_total{key}")),
-            Some(3.0)
-        );
-        assert_eq!(
-            sample(
-                &after,
-                &format!("fwdguard_wrong_duration_seconds_count{key}")
-            ),
-            Some(3.0)
-        );
-        assert_eq!(
-            sample(&after, &format!("fwdguard_key_holding{key}")),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&after, &format!("fwdguard_key_wanted_value{key}")),
-            Some(1.0)
-        );
+        for (metric, want) in [
+            ("fwdguard_drops_total", 3.0),
+            ("fwdguard_wrong_duration_seconds_count", 3.0),
+            ("fwdguard_key_holding", 1.0),
+            ("fwdguard_key_wanted_value", 1.0),
+        ] {
+            let series = format!("{metric}{key}");
+            assert_eq!(sample(&after, &series), Some(want), "{series}");
+        }
         if let Some(promtool) = &promtool {
-            let out = std::process::Command::new(promtool)
-                .args(["check", "metrics"])
-                .stdin(std::process::Stdio::piped())
-                .output_with_stdin(after.as_bytes());
-            assert!(
-                out.status.success(),
-                "promtool check metrics: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            check_metrics(promtool, &after);
         }
         drop(d);
     });
-}
-
-/// `Command::output` with bytes on stdin.
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("stdin");
-        child.wait_with_output().expect("output")
-    }
 }
 
 #[test]
@@ -222,8 +164,7 @@ fn restores_stay_fast_while_a_webhook_hangs_and_its_queue_overflows() {
             ),
         )
         .replace("[[guard]]", "flap-threshold = 1000\n\n[[guard]]");
-        let mut d = Daemon::start(&text);
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(&text).ready();
         let mut times: Vec<Duration> = (0..200).map(|_| drop_and_time(ns)).collect();
         hanging.wait_for(1, SECOND);
         times.sort();
@@ -298,8 +239,8 @@ fn secrets_appear_in_no_output() {
         ns.write(ALL_FORWARDING, "1").expect("write");
         let mut d = Daemon::start_with(&text, |cmd, _| {
             cmd.env("RUST_LOG", "debug");
-        });
-        d.wait_notify("READY=1", 5 * SECOND);
+        })
+        .ready();
         for _ in 0..3 {
             drop_and_time(ns);
         }

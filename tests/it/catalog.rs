@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fwdguard::report::Event;
 
-const CATALOG: &str = include_str!("../systemd/fwdguard.catalog");
+const CATALOG: &str = include_str!("../../systemd/fwdguard.catalog");
 
 /// `(id, entry text)` for each `-- ID` section of the catalog.
 fn catalog_entries() -> Vec<(String, String)> {

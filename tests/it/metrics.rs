@@ -1,16 +1,13 @@
 //! `/metrics` over real HTTP: both exposition formats, checked by Debian's `promtool`, and the
 //! shipped alert rules checked by `promtool check rules`.
 
-mod common;
-
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::prometheus::{get, tool};
-use common::receiver::Receiver;
+use crate::common::prometheus::{check_metrics, get};
+use crate::common::receiver::Receiver;
+use crate::common::{ONE_GUARD, config_file, tool, wait_for};
 use fwdguard::alert::Delivery;
 use fwdguard::metrics::{Exporter, bind_and_serve};
 use fwdguard::report::Report;
@@ -42,44 +39,19 @@ fn snapshot() -> Snapshot {
     }
 }
 
-fn promtool_check_metrics(promtool: &Path, text: &str) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn metrics_are_served_in_both_formats_and_pass_promtool() {
     const TEST: &str = "metrics_are_served_in_both_formats_and_pass_promtool";
     let promtool = tool(TEST, "promtool", "prometheus");
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let config = dir.path().join("fwdguard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n[[webhook]]\nname = \"ops\"\nformat = \"json\"\nurl = \"{}\"\n",
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "{ONE_GUARD}[[webhook]]\nname = \"ops\"\nformat = \"json\"\nurl = \"{}\"\n",
             rx.url("/")
         ),
-    )
-    .expect("config");
+    );
     let hooks = fwdguard::config::load(&config).expect("valid").webhooks;
     let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
     let delivery = Arc::new(Delivery::start(snapshots.clone()).expect("delivery"));
@@ -98,7 +70,7 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     .expect("serve");
 
     let mut text = String::new();
-    common::wait_for("the sent counter", Duration::from_secs(2), || {
+    wait_for("the sent counter", Duration::from_secs(2), || {
         let (status, body) = get(server.addr, "/metrics", None).expect("scrape");
         assert_eq!(status, 200);
         text = body;
@@ -128,7 +100,7 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
     assert_eq!(get(server.addr, "/nope", None).expect("get").0, 404);
 
     if let Some(promtool) = promtool {
-        promtool_check_metrics(&promtool, &text);
+        check_metrics(&promtool, &text);
     }
 }
 

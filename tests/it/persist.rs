@@ -67,7 +67,7 @@ fn check_case(dir: &Path) -> Vec<String> {
 
 #[test]
 fn resolver_fixture_table() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/persist");
+    let base = crate::common::fixture("persist");
     let mut cases: Vec<_> = std::fs::read_dir(&base)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())

@@ -1,22 +1,15 @@
 //! The real daemon in a private network namespace: what an operator would see through
 //! `/proc/sys`, stderr and the service manager's notify socket.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use fwdguard::sandbox::in_private_netns;
+use crate::common::*;
 use nix::sys::signal::Signal;
-
-const SECOND: Duration = Duration::from_secs(1);
 
 /// Starts a guard with `action`, forwarding at 1, and waits until it is ready.
 fn ready_guard(ns: &fwdguard::sandbox::PrivateNetns, action: &str) -> Daemon {
     ns.write(ALL_FORWARDING, "1").expect("write");
-    let mut d = Daemon::start(&forwarding_config(action));
-    d.wait_notify("READY=1", 5 * SECOND);
-    d
+    Daemon::start(&forwarding_config(action)).ready()
 }
 
 #[test]
@@ -24,9 +17,7 @@ fn restores_after_a_write_to_ip_forward() {
     in_private_netns("restores_after_a_write_to_ip_forward", |ns| {
         let d = ready_guard(ns, "restore");
         ns.write(IP_FORWARD, "0").expect("write");
-        wait_for("forwarding back at 1", SECOND, || {
-            read(ALL_FORWARDING) == "1"
-        });
+        wait_forwarding_on("forwarding back at 1", SECOND);
         d.wait_stderr("net.ipv4.conf.all.forwarding was 0, restored to 1", SECOND);
         d.wait_stderr("(seen via netconf)", SECOND);
     });
@@ -36,12 +27,7 @@ fn restores_after_a_write_to_ip_forward() {
 fn restores_after_a_write_to_conf_all_forwarding() {
     in_private_netns("restores_after_a_write_to_conf_all_forwarding", |ns| {
         let d = ready_guard(ns, "restore");
-        for _ in 0..3 {
-            ns.write(ALL_FORWARDING, "0").expect("write");
-            wait_for("forwarding back at 1", SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
-        }
+        knock_and_wait(ns, 3);
         d.wait_stderr("was 0, restored to 1", SECOND);
         assert_eq!(read(IP_FORWARD), "1");
     });
@@ -58,9 +44,7 @@ fn restores_after_sysctl_w_as_network_stop_runs_it() {
             .status()
             .expect("sysctl(8) is installed (procps)");
         assert!(status.success());
-        wait_for("forwarding back at 1", SECOND, || {
-            read(ALL_FORWARDING) == "1"
-        });
+        wait_forwarding_on("forwarding back at 1", SECOND);
         d.wait_stderr("was 0, restored to 1", SECOND);
     });
 }
@@ -89,8 +73,7 @@ fn alert_mode_leaves_the_zero_and_reports_drop_and_recovery() {
 fn a_zero_at_start_is_fixed_before_ready() {
     in_private_netns("a_zero_at_start_is_fixed_before_ready", |ns| {
         ns.write(ALL_FORWARDING, "0").expect("write");
-        let mut d = Daemon::start(&forwarding_config("restore"));
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(&forwarding_config("restore")).ready();
         // Read the moment READY arrives: no event could have been needed.
         assert_eq!(read(ALL_FORWARDING), "1");
         // stderr is written by a thread of its own, so it may lag READY a little.
@@ -123,7 +106,7 @@ fn notify_socket_gets_ready_status_watchdog_reloading_and_stopping() {
             assert!(start.elapsed() < SECOND);
 
             ns.write(ALL_FORWARDING, "0").expect("write");
-            wait_for("restore", SECOND, || read(ALL_FORWARDING) == "1");
+            wait_forwarding_on("restore", SECOND);
             let status = d.wait_notify_containing("1 restores", SECOND);
             assert!(
                 status.contains("last: net.ipv4.conf.all.forwarding was 0, restored to 1"),
@@ -177,9 +160,7 @@ fn reload_applies_a_good_file_and_keeps_the_old_config_on_a_bad_one() {
             d.signal(Signal::SIGHUP);
             d.wait_notify("READY=1", SECOND);
             d.wait_stderr("configuration reloaded from", SECOND);
-            wait_for("restore after reload", SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("restore after reload", SECOND);
             d.wait_stderr("(seen via reload)", SECOND);
 
             // A bad file: refused whole, with file:line:col, and the restoring guard goes on.
@@ -198,9 +179,7 @@ fn reload_applies_a_good_file_and_keeps_the_old_config_on_a_bad_one() {
             let path = d.config_path().display().to_string();
             d.wait_stderr(&format!("{path}:5:1: unknown field `bogus`"), SECOND);
             ns.write(ALL_FORWARDING, "0").expect("write");
-            wait_for("still restoring after a bad reload", SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("still restoring after a bad reload", SECOND);
         },
     );
 }
@@ -232,9 +211,7 @@ fn the_knob_ends_right_after_a_burst_of_writes() {
     in_private_netns("the_knob_ends_right_after_a_burst_of_writes", |ns| {
         let d = ready_guard(ns, "restore");
         let end = storm(ns, ALL_FORWARDING, &[b"0\n"], 30_000);
-        let took = wait_for("forwarding back at 1 after the burst", 2 * SECOND, || {
-            read(ALL_FORWARDING) == "1"
-        });
+        let took = wait_forwarding_on("forwarding back at 1 after the burst", 2 * SECOND);
         eprintln!(
             "burst of 30 000 writes of 0: back at 1 {:?} after it",
             end.elapsed().min(took)
@@ -271,9 +248,7 @@ fn lost_events_are_recovered_by_a_reread_once_the_queue_is_drained() {
             assert_eq!(read(ALL_FORWARDING), "0");
             let resumed = Instant::now();
             d.signal(Signal::SIGCONT);
-            wait_for("forwarding back at 1 after the overrun", 2 * SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("forwarding back at 1 after the overrun", 2 * SECOND);
             eprintln!(
                 "knob back at 1 {:?} after the daemon resumed",
                 resumed.elapsed()
@@ -287,18 +262,8 @@ fn lost_events_are_recovered_by_a_reread_once_the_queue_is_drained() {
 #[test]
 fn a_per_interface_guard_follows_its_interface() {
     in_private_netns("a_per_interface_guard_follows_its_interface", |ns| {
-        let ip = |args: &[&str]| {
-            let status = ns
-                .command("ip")
-                .expect("private")
-                .args(args)
-                .status()
-                .expect("ip");
-            assert!(status.success(), "ip {args:?}");
-        };
         let config = "reread-interval = \"1h\"\n[[guard]]\nkey = \"net.ipv4.conf.fg1.forwarding\"\nvalue = 1\n";
-        let mut d = Daemon::start(config);
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(config).ready();
         d.wait_stderr(
             "net.ipv4.conf.fg1.forwarding cannot be guarded for now: it does not exist",
             SECOND,
@@ -306,8 +271,8 @@ fn a_per_interface_guard_follows_its_interface() {
 
         // Appears under another name, then is renamed to the guarded one: guarded at once.
         // (Bridges, since this kernel has no dummy driver.)
-        ip(&["link", "add", "fg0", "type", "bridge"]);
-        ip(&["link", "set", "fg0", "name", "fg1"]);
+        ip(ns, &["link", "add", "fg0", "type", "bridge"]);
+        ip(ns, &["link", "set", "fg0", "name", "fg1"]);
         let fg1 = "/proc/sys/net/ipv4/conf/fg1/forwarding";
         wait_for("fg1 forwarding set", SECOND, || {
             std::fs::read_to_string(fg1).is_ok_and(|v| v.trim() == "1")
@@ -320,11 +285,11 @@ fn a_per_interface_guard_follows_its_interface() {
 
         // Renamed away: the guard says so.
         let before = d.stderr().matches("cannot be guarded for now").count();
-        ip(&["link", "set", "fg1", "name", "fg2"]);
+        ip(ns, &["link", "set", "fg1", "name", "fg2"]);
         wait_for("rename noticed", SECOND, || {
             d.stderr().matches("cannot be guarded for now").count() > before
         });
-        ip(&["link", "del", "fg2"]);
+        ip(ns, &["link", "del", "fg2"]);
     });
 }
 
@@ -336,8 +301,7 @@ fn a_key_without_netconf_is_restored_through_inotify() {
         let key = "/proc/sys/net/ipv4/tcp_ecn";
         ns.write(key, "2").expect("write");
         let config = "reread-interval = \"1h\"\n[[guard]]\nkey = \"net.ipv4.tcp_ecn\"\nvalue = 2\n";
-        let mut d = Daemon::start(config);
-        d.wait_notify("READY=1", 5 * SECOND);
+        let d = Daemon::start(config).ready();
         ns.write(key, "1").expect("write");
         wait_for("tcp_ecn back at 2", SECOND, || read(key) == "2");
         d.wait_stderr("net.ipv4.tcp_ecn was 1, restored to 2", SECOND);
@@ -396,27 +360,14 @@ fn the_timed_reread_catches_a_change_that_sends_no_event() {
     in_private_netns(
         "the_timed_reread_catches_a_change_that_sends_no_event",
         |ns| {
-            let status = ns
-                .command("ip")
-                .expect("private")
-                .args(["link", "add", "fg0", "type", "bridge"])
-                .status()
-                .expect("ip");
-            assert!(status.success());
+            ip(ns, &["link", "add", "fg0", "type", "bridge"]);
             let path = "/proc/sys/net/ipv4/conf/fg0/forwarding";
             ns.write(path, "1").expect("write");
             let config = "reread-interval = \"1s\"\n[[guard]]\nkey = \"net.ipv4.conf.fg0.forwarding\"\nvalue = 1\n";
-            let mut d = Daemon::start(config);
-            d.wait_notify("READY=1", 5 * SECOND);
+            let d = Daemon::start(config).ready();
 
             // Not /sys/class/net: sysfs there shows the host's namespace.
-            let out = ns
-                .command("ip")
-                .expect("private")
-                .args(["-o", "link", "show", "fg0"])
-                .output()
-                .expect("ip");
-            let ifindex: u32 = String::from_utf8_lossy(&out.stdout)
+            let ifindex: u32 = ip(ns, &["-o", "link", "show", "fg0"])
                 .split(':')
                 .next()
                 .and_then(|i| i.trim().parse().ok())
@@ -440,29 +391,26 @@ fn a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running() {
         "a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running",
         |ns| {
             // As an unprivileged user the daemon can read the knob but not write it (EACCES).
+            let nobody = [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ];
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = Daemon::start_under(
-                &[
-                    "setpriv",
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    "--",
-                ],
-                &forwarding_config("restore"),
-                |_, stderr| {
-                    // Let the unprivileged daemon read its config and reach the notify socket.
-                    use std::os::unix::fs::PermissionsExt;
-                    let dir = stderr.parent().expect("dir");
-                    let open = |p: &std::path::Path, mode| {
-                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-                            .expect("chmod")
-                    };
-                    open(dir, 0o755);
-                    open(&dir.join("notify"), 0o777);
-                },
-            );
-            d.wait_notify("READY=1", 5 * SECOND);
+            let mut d = Daemon::start_under(&nobody, &forwarding_config("restore"), |_, stderr| {
+                // Let the unprivileged daemon read its config and reach the notify socket.
+                use std::os::unix::fs::PermissionsExt;
+                let dir = stderr.parent().expect("dir");
+                let open = |p: &std::path::Path, mode| {
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .expect("chmod")
+                };
+                open(dir, 0o755);
+                open(&dir.join("notify"), 0o777);
+            })
+            .ready();
             d.wait_stderr(
                 "cannot restore net.ipv4.conf.all.forwarding to 1: write net.ipv4.conf.all.forwarding: Permission denied (os error 13) (fwdguard lacks CAP_NET_ADMIN, which writing it needs)",
                 SECOND,
@@ -474,22 +422,8 @@ fn a_failed_restore_is_reported_as_critical_and_the_guard_keeps_running() {
                 "{status}"
             );
             // And `fwdguard check`, run the same way, says so without a daemon.
-            let check = ns
-                .command("setpriv")
-                .expect("private")
-                .args([
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    "--",
-                    BIN,
-                ])
-                .args(["check", "-c"])
-                .arg(d.config_path())
-                .output()
-                .expect("fwdguard check");
-            let text = String::from_utf8_lossy(&check.stdout);
-            assert_eq!(check.status.code(), Some(2), "{text}");
+            let (code, text) = check_under(ns, &nobody, &d.config_path(), &[]);
+            assert_eq!(code, Some(2), "{text}");
             assert!(
                 text.contains("warning  net.ipv4.conf.all.forwarding: cannot restore (write net.ipv4.conf.all.forwarding: Permission denied (os error 13) (fwdguard lacks CAP_NET_ADMIN"),
                 "{text}"
@@ -539,9 +473,7 @@ fn a_writer_that_drops_the_knob_after_every_restore_does_not_win() {
                 }
             }
             let stopped = Instant::now();
-            let took = wait_for("the knob back at 1 after the fight", 2 * SECOND, || {
-                read(ALL_FORWARDING) == "1"
-            });
+            let took = wait_forwarding_on("the knob back at 1 after the fight", 2 * SECOND);
             eprintln!("{drops} drops in 1 s; back at 1 {took:?} after the writer stopped");
             assert!(
                 drops > 100,
@@ -558,16 +490,6 @@ fn a_writer_that_drops_the_knob_after_every_restore_does_not_win() {
             );
         },
     );
-}
-
-/// Knocks forwarding to 0 `n` times; each time it must be back at 1 within a second.
-fn knock_and_wait(ns: &fwdguard::sandbox::PrivateNetns, n: usize) {
-    for i in 0..n {
-        ns.write(ALL_FORWARDING, "0").expect("write");
-        wait_for(&format!("restore {i} of {n}"), SECOND, || {
-            read(ALL_FORWARDING) == "1"
-        });
-    }
 }
 
 #[test]
@@ -616,8 +538,8 @@ fn a_stderr_pipe_nobody_reads_does_not_stop_the_restores() {
             ns.write(ALL_FORWARDING, "1").expect("write");
             let mut d = Daemon::start_with(&forwarding_config("restore"), |cmd, _| {
                 cmd.stderr(writer).env("RUST_LOG", "trace");
-            });
-            d.wait_notify("READY=1", 5 * SECOND);
+            })
+            .ready();
             knock_and_wait(ns, 1000);
             // The reader comes back: what was lost is said once the pipe drains.
             let mut text = String::new();
@@ -743,23 +665,14 @@ fn a_watch_the_inotify_limit_refuses_is_a_warning_in_the_log_status_and_check() 
             ns.verify().expect("private");
             let config = "reread-interval = \"1h\"\n[[guard]]\nkey = \"net.ipv4.tcp_ecn\"\nvalue = 2\naction = \"alert\"\n";
             ns.write("/proc/sys/net/ipv4/tcp_ecn", "2").expect("write");
-            let mut d = Daemon::start_under(&limited, config, |_, _| {});
-            d.wait_notify("READY=1", 5 * SECOND);
+            let mut d = Daemon::start_under(&limited, config, |_, _| {}).ready();
             let consequence = "net.ipv4.tcp_ecn: no inotify watch (No space left on device (os error 28): the inotify watch limit is reached (fs.inotify.max_user_watches)); writes to it are seen only by the timed re-read";
             d.wait_stderr(consequence, SECOND);
             let status = d.wait_notify_containing("DEGRADED", SECOND);
             assert!(status.contains(consequence), "{status}");
 
-            let check = ns
-                .command(limited[0])
-                .expect("private")
-                .args(&limited[1..])
-                .args([BIN, "check", "-c"])
-                .arg(d.config_path())
-                .output()
-                .expect("fwdguard check");
-            let text = String::from_utf8_lossy(&check.stdout);
-            assert_eq!(check.status.code(), Some(1), "WARNING: {text}");
+            let (code, text) = check_under(ns, &limited, &d.config_path(), &[]);
+            assert_eq!(code, Some(1), "WARNING: {text}");
             assert!(text.contains(&format!("warning  {consequence}")), "{text}");
         },
     );

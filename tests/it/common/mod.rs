@@ -1,8 +1,7 @@
 //! Shared test harness: the real binary under a fake service manager. Tests that write sysctls
-//! run inside `fwdguard::sandbox::in_private_netns`, and write only through
-//! `PrivateNetns::write`, which proves first that the thread is not in the host's namespace.
-
-#![allow(dead_code)] // each test file uses a different part
+//! run inside `in_private_netns` (`fwdguard::sandbox::in_private_netns`, module by module), and
+//! write only through `PrivateNetns::write`, which proves first that the thread is not in the
+//! host's namespace.
 
 pub mod bus;
 pub mod prometheus;
@@ -11,12 +10,19 @@ pub mod receiver;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use fwdguard::sandbox::PrivateNetns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwdguard");
 pub const ALL_FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const SECOND: Duration = Duration::from_secs(1);
+
+/// One guard of forwarding, as the first table of a configuration file (webhooks follow).
+pub const ONE_GUARD: &str = "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n";
 
 pub fn read(path: &str) -> String {
     std::fs::read_to_string(path)
@@ -36,6 +42,143 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -
         std::thread::sleep(Duration::from_micros(200));
     }
     start.elapsed()
+}
+
+/// Whose turn it is to run tests in private namespaces: a module, and how many of its tests
+/// are running.
+static TURN: Mutex<(String, usize)> = Mutex::new((String::new(), 0));
+static TURN_CHANGED: Condvar = Condvar::new();
+
+/// A module's turn, held for one test; see `in_private_netns`. (`false`: a thread that is no
+/// test's, which takes no turn.)
+pub struct Turn(bool);
+
+/// Waits until no test of another module runs in a private namespace; the test's module is
+/// the first part of its thread's name, which the test harness sets to the test's path
+/// (`guard::restores_after_...`).
+fn module_turn() -> Turn {
+    let Some(module) = std::thread::current()
+        .name()
+        .and_then(|n| n.split_once("::"))
+        .map(|(m, _)| m.to_owned())
+    else {
+        return Turn(false);
+    };
+    let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    while turn.1 > 0 && turn.0 != module {
+        turn = TURN_CHANGED
+            .wait(turn)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    turn.0 = module;
+    turn.1 += 1;
+    Turn(true)
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        turn.1 -= 1;
+        if turn.1 == 0 {
+            TURN_CHANGED.notify_all();
+        }
+    }
+}
+
+/// `fwdguard::sandbox::in_private_netns`, taking turns by module: the tests of one module run
+/// side by side, as they did when each module was a binary of its own, but never beside those
+/// of another. Modules write forwarding in their namespaces, hold RTNL doing so (in any
+/// namespace a write of forwarding that finds RTNL taken is restarted, and the BPF hook then
+/// sees it twice), run storms of writes and time restores: each was written to run with only
+/// its own kind.
+pub fn in_private_netns<R: Send + 'static>(
+    test: &str,
+    body: impl FnOnce(&PrivateNetns) -> R + Send + 'static,
+) -> Option<R> {
+    let _turn = module_turn();
+    fwdguard::sandbox::in_private_netns(test, body)
+}
+
+/// Waits until forwarding reads 1 again; panics with `what` after `timeout`.
+pub fn wait_forwarding_on(what: &str, timeout: Duration) -> Duration {
+    wait_for(what, timeout, || read(ALL_FORWARDING) == "1")
+}
+
+/// Knocks forwarding to 0 `n` times; each time it must be back at 1 within a second.
+pub fn knock_and_wait(ns: &PrivateNetns, n: usize) {
+    for i in 0..n {
+        ns.write(ALL_FORWARDING, "0").expect("write");
+        wait_forwarding_on(&format!("restore {i} of {n}"), SECOND);
+    }
+}
+
+/// `fwdguard ARGS` on the host, for commands that read no sysctl.
+pub fn fwdguard(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run fwdguard")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `fwdguard check -c CONFIG` as the last arguments of `wrapper` (as for
+/// `Daemon::start_under`), in the private namespace, with `env` added: exit code and stdout.
+pub fn check_under(
+    ns: &PrivateNetns,
+    wrapper: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let line: Vec<&str> = wrapper.iter().copied().chain([BIN]).collect();
+    let out = ns
+        .command(line[0])
+        .expect("private")
+        .args(&line[1..])
+        .args(["check", "-c"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("fwdguard check");
+    (out.status.code(), stdout(&out))
+}
+
+/// `ip ARGS` (iproute2) in the private namespace; it must succeed. Returns its stdout.
+pub fn ip(ns: &PrivateNetns, args: &[&str]) -> String {
+    let out = ns
+        .command("ip")
+        .expect("private")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) is installed");
+    assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The path of `program` if it is installed. If not, a test that needs it fails under
+/// `CI=true` (`.ci/run` installs it) and elsewhere says `SKIPPED`.
+pub fn tool(test: &str, program: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    let need = format!("{program} (Debian package {package})");
+    fwdguard::sandbox::require(test, found.is_some(), &need);
+    found
+}
+
+/// Writes `text` as `fwdguard.toml` in `dir`; returns its path.
+pub fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("fwdguard.toml");
+    std::fs::write(&path, text).expect("config");
+    path
 }
 
 /// `fwdguard run` with a config of the test's, a notify socket of its own and stderr in a file.
@@ -67,7 +210,7 @@ impl Daemon {
         adjust: impl FnOnce(&mut Command, &Path),
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("fwdguard.toml"), config).expect("config");
+        config_file(dir.path(), config);
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
         notify
@@ -99,14 +242,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        let cgroup = nix::unistd::Uid::effective().is_root().then(|| {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static DAEMONS: AtomicUsize = AtomicUsize::new(0);
-            TestCgroup::new(&format!(
-                "daemon{}",
-                DAEMONS.fetch_add(1, Ordering::Relaxed)
-            ))
-        });
+        let cgroup = nix::unistd::Uid::effective()
+            .is_root()
+            .then(|| TestCgroup::new("daemon"));
         if let Some(cg) = &cgroup {
             cmd.env(fwdguard::bpf::ATTACH_ENV, &cg.path);
         }
@@ -119,6 +257,12 @@ impl Daemon {
             notes: Vec::new(),
             _cgroup: cgroup,
         }
+    }
+
+    /// Waits until the daemon is ready (`READY=1` within 5 s).
+    pub fn ready(mut self) -> Self {
+        self.wait_notify("READY=1", 5 * SECOND);
+        self
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -333,11 +477,18 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
+    /// A new cgroup named after the process, a number of its own and `tag`.
     pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static MADE: AtomicUsize = AtomicUsize::new(0);
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let root = fwdguard::bpf::cgroup::cgroup2_mount_point(&mountinfo)
             .expect("cgroup2 is mounted (hybrid: /sys/fs/cgroup/unified)");
-        let name = format!("fwdguard-test-{}-{tag}", std::process::id());
+        let name = format!(
+            "fwdguard-test-{}-{}-{tag}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        );
         let path = root.join(&name);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         Self {
@@ -349,12 +500,7 @@ impl TestCgroup {
     /// Runs `sh -c SCRIPT sh ARGS...` inside this cgroup (it joins first, then runs the
     /// script) and in the calling thread's network namespace, which must be `ns`.
     /// Returns (pid, exit code, stdout trimmed, stderr).
-    pub fn sh(
-        &self,
-        ns: &fwdguard::sandbox::PrivateNetns,
-        script: &str,
-        args: &[&str],
-    ) -> (u32, i32, String, String) {
+    pub fn sh(&self, ns: &PrivateNetns, script: &str, args: &[&str]) -> (u32, i32, String, String) {
         let child = ns
             .command("sh")
             .expect("still in the private namespace")

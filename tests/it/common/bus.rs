@@ -13,22 +13,7 @@ use zbus::object_server::SignalEmitter;
 
 /// `None` (after printing SKIPPED) when dbus-daemon is missing outside CI; fails in CI.
 pub fn dbus_daemon(test: &str) -> Option<PathBuf> {
-    let found = ["/usr/bin/dbus-daemon", "/bin/dbus-daemon"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} needs dbus-daemon (Debian package dbus-daemon); CI must install it"
-        );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs dbus-daemon (apt-get install dbus-daemon)"
-        );
-    }
-    found
+    super::tool(test, "dbus-daemon", "dbus-daemon")
 }
 
 pub struct PrivateBus {

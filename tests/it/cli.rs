@@ -1,23 +1,21 @@
 //! The commands as a user types them: exit codes and what they print.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use fwdguard::sandbox::in_private_netns;
+use crate::common::*;
 
-fn fwdguard(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run fwdguard")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// `fwdguard ARGS`, which must exit with `code`.
+fn fwdguard_exits(args: &[&str], code: i32) -> Output {
+    let o = fwdguard(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "fwdguard {args:?}:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    o
 }
 
 #[test]
@@ -33,13 +31,11 @@ fn version() {
 #[test]
 fn config_check_accepts_valid_files_and_the_example() {
     let valid = fixture("valid.toml");
-    let o = fwdguard(&["config", "check", valid.to_str().expect("path")]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = fwdguard_exits(&["config", "check", valid.to_str().expect("path")], 0);
     assert!(stdout(&o).starts_with(&format!("{}: ok, 2 guarded keys\n", valid.display())));
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-    let o = fwdguard(&["config", "check", example]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    fwdguard_exits(&["config", "check", example], 0);
 }
 
 #[test]
@@ -65,8 +61,7 @@ fn config_check_names_file_line_and_column_and_exits_78() {
 
 #[test]
 fn run_with_a_missing_or_invalid_file_exits_78() {
-    let o = fwdguard(&["run", "-c", "/nonexistent/fwdguard.toml"]);
-    assert_eq!(o.status.code(), Some(78));
+    let o = fwdguard_exits(&["run", "-c", "/nonexistent/fwdguard.toml"], 78);
     assert!(
         stderr(&o).contains("/nonexistent/fwdguard.toml: No such file or directory"),
         "{}",
@@ -74,8 +69,7 @@ fn run_with_a_missing_or_invalid_file_exits_78() {
     );
 
     let bad = fixture("unknown-field.toml");
-    let o = fwdguard(&["run", "-c", bad.to_str().expect("path")]);
-    assert_eq!(o.status.code(), Some(78));
+    let o = fwdguard_exits(&["run", "-c", bad.to_str().expect("path")], 78);
     assert!(
         stderr(&o).contains(&format!("{}:4:1: unknown field `acton`", bad.display())),
         "{}",
@@ -297,14 +291,12 @@ fn only_regular_files_up_to_1_mib_are_read_as_configuration() {
     // A symlink to a regular file is fine.
     let link = dir.path().join("link.toml");
     std::os::unix::fs::symlink(fixture("valid.toml"), &link).expect("symlink");
-    let o = fwdguard(&["config", "check", link.to_str().expect("path")]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    fwdguard_exits(&["config", "check", link.to_str().expect("path")], 0);
 }
 
 #[test]
 fn check_usage_errors_are_unknown_not_critical() {
-    let o = fwdguard(&["check", "--jsn"]);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = fwdguard_exits(&["check", "--jsn"], 3);
     assert_eq!(
         stdout(&o),
         "UNKNOWN: usage: unexpected argument '--jsn' found\n"
@@ -315,8 +307,7 @@ fn check_usage_errors_are_unknown_not_critical() {
         stderr(&o)
     );
 
-    let o = fwdguard(&["check", "--json", "-c"]);
-    assert_eq!(o.status.code(), Some(3));
+    let o = fwdguard_exits(&["check", "--json", "-c"], 3);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(json["status"], "unknown");
     assert_eq!(json["keys"], serde_json::json!([]));
@@ -335,14 +326,12 @@ fn check_usage_errors_are_unknown_not_critical() {
 
 #[test]
 fn check_without_a_usable_configuration_says_unknown_on_stdout() {
-    let o = fwdguard(&["check", "-c", "/nonexistent/fwdguard.toml"]);
-    assert_eq!(o.status.code(), Some(3));
+    let o = fwdguard_exits(&["check", "-c", "/nonexistent/fwdguard.toml"], 3);
     assert_eq!(
         stdout(&o),
         "UNKNOWN: configuration: /nonexistent/fwdguard.toml: No such file or directory (os error 2)\n"
     );
-    let o = fwdguard(&["check", "--json", "-c", "/nonexistent/fwdguard.toml"]);
-    assert_eq!(o.status.code(), Some(3));
+    let o = fwdguard_exits(&["check", "--json", "-c", "/nonexistent/fwdguard.toml"], 3);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(
         json,
@@ -353,8 +342,7 @@ fn check_without_a_usable_configuration_says_unknown_on_stdout() {
         })
     );
     let bad = fixture("value-yes.toml");
-    let o = fwdguard(&["check", "-c", bad.to_str().expect("path")]);
-    assert_eq!(o.status.code(), Some(3));
+    let o = fwdguard_exits(&["check", "-c", bad.to_str().expect("path")], 3);
     assert!(
         stdout(&o).starts_with(&format!("UNKNOWN: configuration: {}:3:9: ", bad.display())),
         "{}",
@@ -385,12 +373,11 @@ fn values_are_compared_as_the_kernel_prints_them() {
 fn terminal_log_lines_say_each_thing_once() {
     in_private_netns("terminal_log_lines_say_each_thing_once", |ns| {
         ns.write(ALL_FORWARDING, "1").expect("write");
-        let mut d = Daemon::start(&forwarding_config("restore"));
-        d.wait_notify("READY=1", Duration::from_secs(5));
+        let d = Daemon::start(&forwarding_config("restore")).ready();
         ns.write(ALL_FORWARDING, "0").expect("write");
-        d.wait_stderr("restored to 1", Duration::from_secs(1));
+        d.wait_stderr("restored to 1", SECOND);
         d.signal(nix::sys::signal::Signal::SIGHUP);
-        d.wait_stderr("configuration reloaded from", Duration::from_secs(1));
+        d.wait_stderr("configuration reloaded from", SECOND);
         let err = d.stderr();
         assert!(
             err.contains("guarding net.ipv4.conf.all.forwarding = 1 (restore); changes seen by netconf events (microseconds)\n"),

@@ -3,17 +3,17 @@
 //! a cgroup each test creates (`FWDGUARD_BPF_CGROUP`), never to the root; the daemon and the
 //! writers run in the test's private network namespace.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use crate::common::*;
+use fwdguard::sandbox::PrivateNetns;
 use nix::sys::signal::Signal;
 
-const SECOND: Duration = Duration::from_secs(1);
 const ATTACH_ENV: &str = fwdguard::bpf::ATTACH_ENV;
 const FAULT_ENV: &str = fwdguard::bpf::FAULT_ENV;
+/// How the daemon describes its hook under `prevent`, and under `restore`.
+const KEPT: &str = "1 key kept from changing";
+const AUDIT_ONLY: &str = "writers of 1 key named (audit only)";
 
 fn start(cg: &TestCgroup, action: &str, env: &[(&str, &str)]) -> Daemon {
     start_under(&[], cg, action, env)
@@ -28,6 +28,17 @@ fn start_under(wrapper: &[&str], cg: &TestCgroup, action: &str, env: &[(&str, &s
     });
     d.wait_notify("READY=1", 10 * SECOND);
     d
+}
+
+/// Forwarding at 1, a cgroup `tag` of the test's, and the daemon started with `action` and its
+/// hook attached there, which it describes as `says` (`KEPT` or `AUDIT_ONLY`).
+fn attached(ns: &PrivateNetns, tag: &str, action: &str, says: &str) -> (TestCgroup, Daemon) {
+    let cg = TestCgroup::new(tag);
+    ns.write(IP_FORWARD, "1").expect("write");
+    let d = start(&cg, action, &[]);
+    d.wait_stderr("BPF sysctl hook attached at", SECOND);
+    assert!(d.stderr().contains(says), "{}", d.stderr());
+    (cg, d)
 }
 
 /// `sysctl -w net.ipv4.ip_forward=0` from inside the test cgroup: (pid, exit code).
@@ -48,15 +59,7 @@ fn comm_of_self() -> String {
 #[test]
 fn prevent_keeps_forwarding_at_1_and_names_the_writer() {
     in_private_netns("prevent_keeps_forwarding_at_1", |ns| {
-        let cg = TestCgroup::new("daemon-prevent");
-        ns.write(IP_FORWARD, "1").expect("write");
-        let mut d = start(&cg, "prevent", &[]);
-        d.wait_stderr("BPF sysctl hook attached at", SECOND);
-        assert!(
-            d.stderr().contains("1 key kept from changing"),
-            "{}",
-            d.stderr()
-        );
+        let (cg, mut d) = attached(ns, "daemon-prevent", "prevent", KEPT);
 
         let (pid, code) = sysctl_zero(ns, &cg);
         assert_eq!(code, 0, "the writer sees success");
@@ -100,10 +103,7 @@ fn prevent_keeps_forwarding_at_1_and_names_the_writer() {
 #[test]
 fn a_storm_of_replaced_writes_is_a_few_reports() {
     in_private_netns("a_storm_of_replaced_writes_is_a_few_reports", |ns| {
-        let cg = TestCgroup::new("daemon-storm");
-        ns.write(IP_FORWARD, "1").expect("write");
-        let mut d = start(&cg, "prevent", &[]);
-        d.wait_stderr("BPF sysctl hook attached at", SECOND);
+        let (cg, mut d) = attached(ns, "daemon-storm", "prevent", KEPT);
         let (_, code, _, err) = cg.sh(
             ns,
             "i=0; while [ $i -lt 2000 ]; do echo 0 > \"$1\"; i=$((i + 1)); done",
@@ -128,10 +128,7 @@ fn a_storm_of_replaced_writes_is_a_few_reports() {
 #[test]
 fn sigkill_removes_the_hook_at_once() {
     in_private_netns("sigkill_removes_the_hook_at_once", |ns| {
-        let cg = TestCgroup::new("daemon-kill");
-        ns.write(IP_FORWARD, "1").expect("write");
-        let mut d = start(&cg, "prevent", &[]);
-        d.wait_stderr("BPF sysctl hook attached at", SECOND);
+        let (cg, mut d) = attached(ns, "daemon-kill", "prevent", KEPT);
         d.signal(Signal::SIGKILL);
         d.wait_exit(5 * SECOND);
         sysctl_zero(ns, &cg);
@@ -151,10 +148,7 @@ fn sigkill_removes_the_hook_at_once() {
 #[test]
 fn restore_and_alert_name_the_writer_through_the_hook() {
     in_private_netns("restore_and_alert_name_the_writer", |ns| {
-        let cg = TestCgroup::new("daemon-audit");
-        ns.write(IP_FORWARD, "1").expect("write");
-        let d = start(&cg, "restore", &[]);
-        d.wait_stderr("writers of 1 key named (audit only)", SECOND);
+        let (cg, d) = attached(ns, "daemon-audit", "restore", AUDIT_ONLY);
         let (pid, code) = sysctl_zero(ns, &cg);
         assert_eq!(code, 0);
         wait_for("the restore", 5 * SECOND, || read(IP_FORWARD) == "1");
@@ -209,18 +203,10 @@ fn falls_back(test: &str, wrapper: &[&str], env: &[(&str, &str)], why: &str) {
         assert_eq!(warned, 1, "{}", d.stderr());
 
         // `fwdguard check` (same environment) says it too: WARNING.
-        let mut line: Vec<&str> = wrapper.clone();
-        line.push(BIN);
-        let mut check = ns.command(line[0]).expect("private");
-        check
-            .args(&line[1..])
-            .args(["check", "-c"])
-            .arg(d.config_path())
-            .env(ATTACH_ENV, &cg.path)
-            .envs(env.iter().copied());
-        let out = check.output().expect("check");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "WARNING:\n{text}");
+        let mut check_env = env.clone();
+        check_env.push((ATTACH_ENV, cg.path.to_str().expect("utf-8")));
+        let (code, text) = check_under(ns, &wrapper, &d.config_path(), &check_env);
+        assert_eq!(code, Some(1), "WARNING:\n{text}");
         assert!(text.contains("prevent fell back to restore"), "{text}");
     });
 }
@@ -261,18 +247,10 @@ fn check_is_ok_when_prevent_can_be_in_force() {
         let cg = TestCgroup::new("check-ok");
         ns.write(IP_FORWARD, "1").expect("write");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("fwdguard.toml");
-        std::fs::write(&config, forwarding_config("prevent")).expect("config");
-        let out = ns
-            .command(BIN)
-            .expect("private")
-            .args(["check", "-c"])
-            .arg(&config)
-            .env(ATTACH_ENV, &cg.path)
-            .output()
-            .expect("check");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}");
+        let config = config_file(dir.path(), &forwarding_config("prevent"));
+        let attach = [(ATTACH_ENV, cg.path.to_str().expect("utf-8"))];
+        let (code, text) = check_under(ns, &[], &config, &attach);
+        assert_eq!(code, Some(0), "{text}");
         assert!(!text.contains("prevent"), "{text}");
     });
 }
@@ -280,13 +258,10 @@ fn check_is_ok_when_prevent_can_be_in_force() {
 #[test]
 fn a_reload_from_restore_to_prevent_rebuilds_the_hook() {
     in_private_netns("a_reload_from_restore_to_prevent", |ns| {
-        let cg = TestCgroup::new("daemon-reload");
-        ns.write(IP_FORWARD, "1").expect("write");
-        let mut d = start(&cg, "restore", &[]);
-        d.wait_stderr("writers of 1 key named (audit only)", SECOND);
+        let (cg, mut d) = attached(ns, "daemon-reload", "restore", AUDIT_ONLY);
         std::fs::write(d.config_path(), forwarding_config("prevent")).expect("config");
         d.signal(Signal::SIGHUP);
-        d.wait_stderr("1 key kept from changing", 5 * SECOND);
+        d.wait_stderr(KEPT, 5 * SECOND);
         let (pid, code) = sysctl_zero(ns, &cg);
         assert_eq!(code, 0);
         assert_eq!(read(IP_FORWARD), "1", "prevented after the reload");

@@ -3,15 +3,13 @@
 //! What an operator must see afterwards: forwarding on, a handful of reports rather than one
 //! per drop, and the daemon's memory where it was.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use crate::common::*;
+use fwdguard::sandbox::PrivateNetns;
 
 const IPV6_ALL_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 /// The three ways to turn forwarding off; `ip_forward` and `conf/all/forwarding` are one knob.
@@ -141,11 +139,7 @@ fn storm_against_the_daemon(ns: &PrivateNetns, daemon: &mut Daemon) {
     assert!(all_one(), "nothing left pending flips a knob later");
 
     ns.write(ALL_FORWARDING, "0").expect("write");
-    wait_for(
-        "a drop after the storm undone",
-        Duration::from_secs(1),
-        || read(ALL_FORWARDING) == "1",
-    );
+    wait_forwarding_on("a drop after the storm undone", SECOND);
 
     let rss_end = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");

@@ -1,34 +1,20 @@
 //! `fwdguard config check` on `[[webhook]]` and `[metrics]` tables, and `fwdguard alert test`,
 //! as a user runs them.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use common::receiver::{Receiver, Reply};
-
-fn fwdguard(args: &[&str]) -> Output {
-    Command::new(common::BIN)
-        .args(args)
-        .output()
-        .expect("run fwdguard")
-}
+use crate::common::prometheus::free_addr;
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{ONE_GUARD, config_file, fwdguard, stderr, stdout};
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (stdout(o), stderr(o))
 }
 
-const GUARD: &str = "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n";
-
-fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
-    let path = dir.join("fwdguard.toml");
-    std::fs::write(&path, format!("{GUARD}{body}")).expect("config");
-    path
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    config_file(dir, &format!("{ONE_GUARD}{body}"))
 }
 
 #[test]
@@ -149,7 +135,7 @@ fn alert_test_prints_each_endpoint_and_exits_0_only_if_all_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ok = Receiver::start(&[]);
     let failing = Receiver::start(&[Reply::Status(503)]);
-    let refused = common::prometheus::free_addr();
+    let refused = free_addr();
     let good = write_config(
         dir.path(),
         &format!(

@@ -12,6 +12,7 @@ use fwdguard::policy::GuardState;
 use fwdguard::report::{Report, Trigger};
 use fwdguard::value::Value;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use std::time::Instant;
 
 /// Duration settings as people and fuzzers write them, bounds and far past them included.
@@ -221,7 +222,16 @@ fn simulate(config: &Config, steps: &[(u64, Reading, Vec<Reading>)]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // Seeds of past failures are kept beside this file (config_props.proptest-regressions).
+    // Proptest's default would look for them under tests/proptest-regressions/, as the
+    // binary's main.rs is in this directory.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn accepted_configs_run_for_days_of_drops_without_panicking(

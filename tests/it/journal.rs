@@ -3,14 +3,11 @@
 //! /run/systemd/journal/socket is the test's own socket, and its stderr is marked as a
 //! journal stream the way systemd marks it (JOURNAL_STREAM=DEV:INODE).
 
-mod common;
-
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
-use fwdguard::sandbox::in_private_netns;
+use crate::common::*;
 
 /// Fills a datagram socket's queue (`net.unix.max_dgram_qlen`), as a stalled journald's is.
 fn fill(path: &std::path::Path) {
@@ -41,16 +38,10 @@ fn a_journal_full_from_the_start_does_not_stop_the_guard() {
                 .expect("timeout");
             fill(&journal.path());
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = journal.start_daemon(&forwarding_config("restore"));
             // Fixed at start and READY although every journal entry so far was dropped.
-            d.wait_notify("READY=1", Duration::from_secs(5));
+            let _daemon = journal.start_daemon(&forwarding_config("restore")).ready();
             assert_eq!(read(ALL_FORWARDING), "1");
-            for i in 0..100 {
-                ns.write(ALL_FORWARDING, "0").expect("write");
-                wait_for(&format!("restore {i}"), Duration::from_secs(1), || {
-                    read(ALL_FORWARDING) == "1"
-                });
-            }
+            knock_and_wait(ns, 100);
             // journald reads again: it hears how much it missed.
             let start = Instant::now();
             let mut entries = Vec::new();
@@ -86,12 +77,9 @@ fn reports_are_native_journal_entries_with_message_ids() {
         |ns| {
             let journal = FakeJournal::bind();
             ns.write(ALL_FORWARDING, "0").expect("write");
-            let mut d = journal.start_daemon(&forwarding_config("restore"));
-            d.wait_notify("READY=1", Duration::from_secs(5));
+            let mut d = journal.start_daemon(&forwarding_config("restore")).ready();
             ns.write(ALL_FORWARDING, "0").expect("write");
-            wait_for("restore", Duration::from_secs(1), || {
-                read(ALL_FORWARDING) == "1"
-            });
+            wait_forwarding_on("restore", SECOND);
 
             let mut entries = Vec::new();
             let mut restored = Vec::new();

@@ -1,31 +1,34 @@
 //! The real Prometheus tools from Debian: `prometheus-alertmanager` started on loopback with a
-//! temporary configuration and storage, and `promtool`. A test that needs one and does not find
-//! it fails under `CI=true` (`.ci/run` installs them) and elsewhere says `SKIPPED`.
+//! temporary configuration and storage, and `promtool`. Tests find them with `common::tool`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The path of `program` if it is installed.
-pub fn tool(test: &str, program: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} needs {program} (Debian package {package}); .ci/run installs it"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs {program} (apt-get install {package})"
-        );
-    }
-    found
+/// `promtool check metrics` on a text exposition; it must pass.
+pub fn check_metrics(promtool: &Path, text: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A plain HTTP/1.0 GET on loopback: status and body.
@@ -64,7 +67,7 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// Starts `binary` with one receiver, a webhook to `notify_url` that also hears
     /// resolutions, and short group timers so notifications come within a second or two.
-    pub fn start(binary: &std::path::Path, notify_url: &str) -> Self {
+    pub fn start(binary: &Path, notify_url: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(

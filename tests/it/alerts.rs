@@ -2,13 +2,13 @@
 //! HMAC, retries after errors, refused connections and hangs, queue overflow, give-up, and
 //! TLS with a private CA. The webhooks come from a real configuration file.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::receiver::{Receiver, Reply};
+use crate::common::prometheus::{Alertmanager, free_addr};
+use crate::common::receiver::{Received, Receiver, Reply};
+use crate::common::{ONE_GUARD, config_file, tool, wait_for};
 use fwdguard::alert::{Delivery, test_all};
 use fwdguard::config::Action;
 use fwdguard::config::webhook::Webhook;
@@ -19,12 +19,14 @@ use fwdguard::snapshot::Snapshot;
 use fwdguard::value::Value;
 
 fn webhooks(dir: &Path, tables: &str) -> Vec<Webhook> {
-    let text = format!("[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\n\n{tables}");
-    let path = dir.join("fwdguard.toml");
-    std::fs::write(&path, text).expect("config");
-    fwdguard::config::load(&path)
+    fwdguard::config::load(&config_file(dir, &format!("{ONE_GUARD}{tables}")))
         .unwrap_or_else(|e| panic!("config refused: {e}"))
         .webhooks
+}
+
+/// A `[[webhook]]` table: `format`, `url`, then `extra` lines.
+fn webhook(format: &str, url: &str, extra: &str) -> String {
+    format!("[[webhook]]\nformat = \"{format}\"\nurl = \"{url}\"\n{extra}")
 }
 
 /// A delivery thread and the sinks for the webhook `tables` of a configuration file.
@@ -53,6 +55,29 @@ fn restored(micros: u64) -> Report {
         trigger: Trigger::Netconf,
         wrong_for: Duration::from_micros(micros),
         attempts: 1,
+        cause: None,
+    }
+}
+
+/// Forwarding found at 0 under `action = "alert"`.
+fn alerted(trigger: Trigger) -> Report {
+    Report::DriftAlerted {
+        key: key(),
+        want: Value::new("1"),
+        value: Value::new("0"),
+        trigger,
+        cause: None,
+    }
+}
+
+/// Forwarding back at 1, set by someone else, after `wrong_for`.
+fn recovered(trigger: Trigger, wrong_for: Duration) -> Report {
+    Report::Recovered {
+        key: key(),
+        want: Value::new("1"),
+        old: Value::new("0"),
+        trigger,
+        wrong_for,
         cause: None,
     }
 }
@@ -201,7 +226,7 @@ headers = {{ Authorization = {{ file = "{}" }}, X-Team = "net" }}
         v["time"]
     );
     let stats = &delivery.endpoints()[0].stats;
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         stats.sent.load(Ordering::Relaxed) == 1
     });
 }
@@ -221,19 +246,14 @@ fn every_report_kind_fits_the_schema() {
         source: "/etc/sysctl.conf:2".into(),
         appliers: vec!["systemd-sysctl".into(), "sysctl --system".into()],
     };
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\nevents = [{all}]\n",
-        rx.url("/")
+    let (_dir, _delivery, mut sinks) = deliver(&webhook(
+        "json",
+        &rx.url("/"),
+        &format!("events = [{all}]\n"),
     ));
     let reports = [
         restored(10),
-        Report::DriftAlerted {
-            key: key(),
-            want: Value::new("1"),
-            value: Value::new("0"),
-            trigger: Trigger::Inotify,
-            cause: None,
-        },
+        alerted(Trigger::Inotify),
         Report::RestoreFailed {
             key: key(),
             want: Value::new("1"),
@@ -247,14 +267,7 @@ fn every_report_kind_fits_the_schema() {
                 ..Writer::default()
             }))),
         },
-        Report::Recovered {
-            key: key(),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Reread,
-            wrong_for: Duration::from_secs(3),
-            cause: None,
-        },
+        recovered(Trigger::Reread, Duration::from_secs(3)),
         Report::Flapping {
             key: key(),
             action: Action::Restore,
@@ -384,10 +397,7 @@ fn network_sysctl(replaced: bool) -> Writer {
 #[test]
 fn default_events_leave_out_info_and_key_available() {
     let rx = Receiver::start(&[]);
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, _delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(
         &mut sinks,
         &Report::ConfigReloaded {
@@ -412,10 +422,8 @@ fn default_events_leave_out_info_and_key_available() {
 #[test]
 fn slack_message_has_a_summary_line_and_fields() {
     let rx = Receiver::start(&[]);
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"slack\"\nurl = \"{}\"\n",
-        rx.url("/services/T0/B0/XYZ")
-    ));
+    let (_dir, _delivery, mut sinks) =
+        deliver(&webhook("slack", &rx.url("/services/T0/B0/XYZ"), ""));
     emit(
         &mut sinks,
         &Report::Flapping {
@@ -449,10 +457,7 @@ fn slack_message_has_a_summary_line_and_fields() {
 #[test]
 fn server_error_then_success_is_one_delivery_after_a_retry() {
     let rx = Receiver::start(&[Reply::Status(500)]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(&mut sinks, &restored(7));
     let got = rx.wait_for(2, Duration::from_secs(5));
     assert_eq!(got[0].body.len(), got[1].body.len());
@@ -462,7 +467,7 @@ fn server_error_then_success_is_one_delivery_after_a_retry() {
         "the same report"
     );
     let stats = &delivery.endpoints()[0].stats;
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         stats.sent.load(Ordering::Relaxed) == 1
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -473,14 +478,11 @@ fn server_error_then_success_is_one_delivery_after_a_retry() {
 #[test]
 fn a_client_error_is_not_retried() {
     let rx = Receiver::start(&[Reply::Status(404)]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &rx.url("/"), ""));
     emit(&mut sinks, &restored(7));
     rx.wait_for(1, Duration::from_secs(5));
     let e = &delivery.endpoints()[0];
-    common::wait_for("the give-up", Duration::from_secs(2), || {
+    wait_for("the give-up", Duration::from_secs(2), || {
         e.stats.given_up.load(Ordering::Relaxed) == 1
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -488,27 +490,19 @@ fn a_client_error_is_not_retried() {
     assert_eq!(e.lost(), 1);
 }
 
-/// A port nothing listens on (yet).
-fn free_port() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 #[test]
 fn refused_connections_are_retried_until_the_endpoint_comes_up() {
-    let addr = free_port();
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"http://{addr}/up\"\n"
-    ));
+    let addr = free_addr();
+    let (_dir, delivery, mut sinks) = deliver(&webhook("json", &format!("http://{addr}/up"), ""));
     emit(&mut sinks, &restored(9));
     let endpoint = delivery.endpoints()[0].clone();
-    common::wait_for("a refused attempt", Duration::from_secs(5), || {
+    wait_for("a refused attempt", Duration::from_secs(5), || {
         endpoint.stats.failed.load(Ordering::Relaxed) >= 1
     });
     let rx = Receiver::start_on(addr, &[], None);
     let got = rx.wait_for(1, Duration::from_secs(10));
     assert_eq!(got[0].json()["wrong_for_us"], 9);
-    common::wait_for("the answer", Duration::from_secs(2), || {
+    wait_for("the answer", Duration::from_secs(2), || {
         endpoint.stats.sent.load(Ordering::Relaxed) == 1
     });
 }
@@ -516,10 +510,8 @@ fn refused_connections_are_retried_until_the_endpoint_comes_up() {
 #[test]
 fn a_hanging_endpoint_times_out_and_gets_a_retry() {
     let rx = Receiver::start(&[Reply::Hang]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"200ms\"\n",
-        rx.url("/")
-    ));
+    let (_dir, delivery, mut sinks) =
+        deliver(&webhook("json", &rx.url("/"), "timeout = \"200ms\"\n"));
     let start = std::time::Instant::now();
     emit(&mut sinks, &restored(11));
     // The sink hands over without waiting for the hanging server.
@@ -532,7 +524,7 @@ fn a_hanging_endpoint_times_out_and_gets_a_retry() {
     assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!(got[1].json()["wrong_for_us"], 11);
     let endpoint = &delivery.endpoints()[0];
-    common::wait_for("the retry's success", Duration::from_secs(2), || {
+    wait_for("the retry's success", Duration::from_secs(2), || {
         endpoint.stats.sent.load(Ordering::Relaxed) == 1
     });
     assert_eq!(endpoint.stats.failed.load(Ordering::Relaxed), 1);
@@ -541,9 +533,10 @@ fn a_hanging_endpoint_times_out_and_gets_a_retry() {
 #[test]
 fn overflow_drops_the_oldest_counts_them_and_says_so() {
     let rx = Receiver::start(&[Reply::Hang]);
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\ntimeout = \"1s\"\nqueue = 2\n",
-        rx.url("/")
+    let (_dir, delivery, mut sinks) = deliver(&webhook(
+        "json",
+        &rx.url("/"),
+        "timeout = \"1s\"\nqueue = 2\n",
     ));
     emit(&mut sinks, &restored(1));
     // The task is now stuck on the first report; the next ten meet a queue of two.
@@ -571,13 +564,15 @@ fn overflow_drops_the_oldest_counts_them_and_says_so() {
 
 #[test]
 fn undeliverable_reports_are_given_up_after_their_age() {
-    let addr = free_port();
-    let (_dir, delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"slack\"\nurl = \"http://{addr}/\"\ngive-up-after = \"1s\"\n"
+    let addr = free_addr();
+    let (_dir, delivery, mut sinks) = deliver(&webhook(
+        "slack",
+        &format!("http://{addr}/"),
+        "give-up-after = \"1s\"\n",
     ));
     emit(&mut sinks, &restored(5));
     let endpoint = delivery.endpoints()[0].clone();
-    common::wait_for("give-up", Duration::from_secs(5), || {
+    wait_for("give-up", Duration::from_secs(5), || {
         endpoint.stats.given_up.load(Ordering::Relaxed) == 1
     });
     assert!(endpoint.stats.failed.load(Ordering::Relaxed) >= 1);
@@ -588,10 +583,7 @@ fn undeliverable_reports_are_given_up_after_their_age() {
 fn an_unchanged_webhook_keeps_its_endpoint_across_a_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = Receiver::start(&[]);
-    let table = format!(
-        "[[webhook]]\nformat = \"json\"\nurl = \"{}\"\n",
-        rx.url("/")
-    );
+    let table = webhook("json", &rx.url("/"), "");
     let delivery = Delivery::start(no_guard()).expect("delivery");
     let first = delivery.start_webhooks(&webhooks(dir.path(), &table));
     let before = delivery.endpoints()[0].clone();
@@ -675,27 +667,13 @@ fn https_with_a_private_ca_is_delivered_and_fails_without_it() {
 #[test]
 fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
     const TEST: &str = "a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it";
-    let Some(bin) =
-        common::prometheus::tool(TEST, "prometheus-alertmanager", "prometheus-alertmanager")
-    else {
+    let Some(bin) = tool(TEST, "prometheus-alertmanager", "prometheus-alertmanager") else {
         return;
     };
     let notified = Receiver::start(&[]);
-    let am = common::prometheus::Alertmanager::start(&bin, &notified.url("/am"));
-    let (_dir, _delivery, mut sinks) = deliver(&format!(
-        "[[webhook]]\nformat = \"alertmanager\"\nurl = \"{}\"\n",
-        am.url()
-    ));
-    emit(
-        &mut sinks,
-        &Report::DriftAlerted {
-            key: key(),
-            want: Value::new("1"),
-            value: Value::new("0"),
-            trigger: Trigger::Netconf,
-            cause: None,
-        },
-    );
+    let am = Alertmanager::start(&bin, &notified.url("/am"));
+    let (_dir, _delivery, mut sinks) = deliver(&webhook("alertmanager", &am.url(), ""));
+    emit(&mut sinks, &alerted(Trigger::Netconf));
     let ours = |alerts: &[serde_json::Value]| {
         alerts
             .iter()
@@ -703,7 +681,7 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
             .cloned()
     };
     let mut firing = None;
-    common::wait_for("the alert in Alertmanager", Duration::from_secs(10), || {
+    wait_for("the alert in Alertmanager", Duration::from_secs(10), || {
         firing = ours(&am.alerts());
         firing.is_some()
     });
@@ -723,25 +701,18 @@ fn a_real_alertmanager_holds_the_alert_while_wrong_and_resolves_it() {
             .expect("summary")
             .starts_with("net.ipv4.conf.all.forwarding is 0, want 1")
     );
-    let status_of = |n: &common::receiver::Received| n.json()["status"].as_str().map(String::from);
+    let status_of = |n: &Received| n.json()["status"].as_str().map(String::from);
     let got = notified.wait_for(1, Duration::from_secs(10));
     assert_eq!(status_of(&got[0]).as_deref(), Some("firing"));
 
     emit(
         &mut sinks,
-        &Report::Recovered {
-            key: key(),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Netconf,
-            wrong_for: Duration::from_secs(2),
-            cause: None,
-        },
+        &recovered(Trigger::Netconf, Duration::from_secs(2)),
     );
-    common::wait_for("the alert resolved", Duration::from_secs(10), || {
+    wait_for("the alert resolved", Duration::from_secs(10), || {
         ours(&am.alerts()).is_none()
     });
-    common::wait_for("a resolved notification", Duration::from_secs(10), || {
+    wait_for("a resolved notification", Duration::from_secs(10), || {
         notified
             .requests()
             .iter()

@@ -5,17 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-use common::BIN;
+use crate::common::{BIN, stdout};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/doctor")
-        .join(name)
+    crate::common::fixture("doctor").join(name)
 }
 
-/// A copy of a fixture, symlinks kept, so fixes can be written into it.
-fn copy(name: &str) -> tempfile::TempDir {
+/// A copy of a fixture, symlinks kept, so fixes can be written into it; and its `root`.
+fn copy(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ok = Command::new("cp")
         .arg("-a")
@@ -25,7 +22,8 @@ fn copy(name: &str) -> tempfile::TempDir {
         .expect("cp")
         .success();
     assert!(ok, "copy {name}");
-    dir
+    let root = dir.path().join(name).join("root");
+    (dir, root)
 }
 
 fn doctor(root: &Path, json: bool) -> (u8, String) {
@@ -36,7 +34,7 @@ fn doctor(root: &Path, json: bool) -> (u8, String) {
     }
     let out = cmd.output().expect("run doctor");
     let code = out.status.code().expect("exit code") as u8;
-    (code, String::from_utf8_lossy(&out.stdout).into_owned())
+    (code, stdout(&out))
 }
 
 fn json(root: &Path) -> (u8, serde_json::Value) {
@@ -85,6 +83,22 @@ fn persisted(v: &serde_json::Value) -> usize {
     hazards(v).iter().filter(|h| h.0 == "persisted").count()
 }
 
+/// doctor's JSON for `root`, which must exit 1 with exactly one hazard: (kind, evidence, fix).
+fn one_hazard(root: &Path) -> (serde_json::Value, (String, String, String)) {
+    let (code, v) = json(root);
+    assert_eq!(code, 1, "{v}");
+    let mut h = hazards(&v);
+    assert_eq!(h.len(), 1, "{h:?}");
+    (v, h.remove(0))
+}
+
+/// Writes doctor's fix into `root`; doctor then finds no persisted hazard and exits 0.
+fn fixed(root: &Path, v: &serde_json::Value) {
+    apply_fix(root, v);
+    let (code, v) = json(root);
+    assert_eq!((code, persisted(&v)), (0, 0), "{v}");
+}
+
 #[test]
 fn clean_host_exits_0() {
     let (code, out) = doctor(&fixture("clean/root"), false);
@@ -98,15 +112,11 @@ fn clean_host_exits_0() {
 
 #[test]
 fn sysctl_conf_with_zero_is_edited() {
-    let dir = copy("sysctl-conf-zero");
-    let root = dir.path().join("sysctl-conf-zero/root");
-    let (code, v) = json(&root);
-    assert_eq!(code, 1);
-    let h = hazards(&v);
-    assert_eq!(h.len(), 1, "{h:?}");
-    assert_eq!(h[0].1, "/etc/sysctl.conf:2");
+    let (_dir, root) = copy("sysctl-conf-zero");
+    let (v, h) = one_hazard(&root);
+    assert_eq!(h.1, "/etc/sysctl.conf:2");
     assert_eq!(
-        h[0].2,
+        h.2,
         "change /etc/sysctl.conf:2 from `net.ipv4.ip_forward = 0` to `net.ipv4.ip_forward = 1`"
     );
     // systemd-sysctl reads it through the 99-sysctl.conf link: said so.
@@ -117,24 +127,16 @@ fn sysctl_conf_with_zero_is_edited() {
         ),
         "{text}"
     );
-    apply_fix(&root, &v);
-    let (code, v) = json(&root);
-    assert_eq!(persisted(&v), 0, "{v}");
-    assert_eq!(code, 0, "{v}");
+    fixed(&root, &v);
 }
 
 #[test]
 fn cis_drop_in_is_beaten_by_the_suggested_drop_in() {
-    let dir = copy("cis-dropin");
-    let root = dir.path().join("cis-dropin/root");
-    let (code, v) = json(&root);
-    assert_eq!(code, 1);
-    let h = hazards(&v);
-    assert_eq!(h.len(), 1, "{h:?}");
-    assert_eq!(h[0].1, "/etc/sysctl.d/60-cis-network.conf:2");
+    let (_dir, root) = copy("cis-dropin");
+    let (v, h) = one_hazard(&root);
+    assert_eq!(h.1, "/etc/sysctl.d/60-cis-network.conf:2");
     assert!(
-        h[0].2
-            .starts_with("create /etc/sysctl.d/99-zz-fwdguard.conf"),
+        h.2.starts_with("create /etc/sysctl.d/99-zz-fwdguard.conf"),
         "{h:?}"
     );
     assert_eq!(
@@ -145,21 +147,16 @@ fn cis_drop_in_is_beaten_by_the_suggested_drop_in() {
             .last(),
         Some("net.ipv4.conf.all.forwarding = 1")
     );
-    apply_fix(&root, &v);
-    let (code, v) = json(&root);
-    assert_eq!((code, persisted(&v)), (0, 0), "{v}");
+    fixed(&root, &v);
 }
 
 #[test]
 fn initscripts_network_stop_is_named() {
-    let (code, v) = json(&fixture("initscripts/root"));
-    assert_eq!(code, 1);
-    let h = hazards(&v);
     // /etc/init.d is a link to rc.d/init.d: one finding, not two.
-    assert_eq!(h.len(), 1, "{h:?}");
-    assert_eq!(h[0].0, "network-script");
-    assert_eq!(h[0].1, "/etc/rc.d/init.d/network:14");
-    assert!(h[0].2.contains("NetworkManager"), "{h:?}");
+    let (_, h) = one_hazard(&fixture("initscripts/root"));
+    assert_eq!(h.0, "network-script");
+    assert_eq!(h.1, "/etc/rc.d/init.d/network:14");
+    assert!(h.2.contains("NetworkManager"), "{h:?}");
     // EL7 has systemd-sysctl, which apply_sysctl then runs.
     let (_, text) = doctor(&fixture("initscripts/root"), false);
     assert!(
@@ -170,18 +167,12 @@ fn initscripts_network_stop_is_named() {
 
 #[test]
 fn docker_ip_forward_false() {
-    let (code, v) = json(&fixture("docker-ip-forward/root"));
-    assert_eq!(code, 1);
-    let h = hazards(&v);
-    assert_eq!(h.len(), 1, "{h:?}");
+    let (_, h) = one_hazard(&fixture("docker-ip-forward/root"));
     assert_eq!(
-        (h[0].0.as_str(), h[0].1.as_str()),
+        (h.0.as_str(), h.1.as_str()),
         ("docker", "/etc/docker/daemon.json:3")
     );
-    assert!(
-        h[0].2
-            .starts_with("remove `\"ip-forward\": false` from /etc/docker/daemon.json:3")
-    );
+    assert!(h.2.starts_with("remove `\"ip-forward\": false` from /etc/docker/daemon.json:3"));
 }
 
 #[test]
@@ -204,8 +195,7 @@ fn networkd_files() {
 
 #[test]
 fn bad_input_is_reported_and_the_rest_still_analysed() {
-    let dir = copy("bad-input");
-    let root = dir.path().join("bad-input/root");
+    let (_dir, root) = copy("bad-input");
     let huge = std::fs::File::create(root.join("etc/sysctl.d/90-huge.conf")).expect("create");
     huge.set_len(64 << 20).expect("sparse 64 MiB");
     // Made here: git keeps no empty directory, so a fixture could not carry it.

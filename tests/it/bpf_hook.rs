@@ -2,14 +2,12 @@
 //! (`TestCgroup`), runs its writers inside that cgroup and inside a private network namespace
 //! (proven not the host's), and never touches the host's knobs.
 
-mod common;
-
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, read};
+use crate::common::{ALL_FORWARDING, IP_FORWARD, TestCgroup, in_private_netns, read};
 use fwdguard::bpf::{Attempt, Fault, Hook, HookError, Mode, Options, Target};
-use fwdguard::sandbox::{PrivateNetns, in_private_netns};
+use fwdguard::sandbox::PrivateNetns;
 
 const V6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
@@ -44,6 +42,15 @@ fn attach(
     Ok((hook, rx))
 }
 
+/// Forwarding at 1, a cgroup `tag` of the test's, and the hook attached there guarding both
+/// forwarding knobs with `mode`.
+fn hooked(ns: &PrivateNetns, tag: &str, mode: Mode) -> (TestCgroup, Hook, Receiver<Attempt>) {
+    let cg = TestCgroup::new(tag);
+    ns.write(IP_FORWARD, "1").expect("write");
+    let (hook, rx) = attach(&cg, &forwarding_targets(mode), None).expect("hook");
+    (cg, hook, rx)
+}
+
 fn sh_in(ns: &PrivateNetns, cg: &TestCgroup, script: &str, args: &[&str]) -> (u32, i32, String) {
     let (pid, code, _, err) = cg.sh(ns, script, args);
     (pid, code, err)
@@ -57,11 +64,8 @@ fn next_attempt(rx: &Receiver<Attempt>) -> Attempt {
 #[test]
 fn prevent_keeps_every_spelling_of_zero_out() {
     in_private_netns("prevent_keeps_every_spelling_of_zero_out", |ns| {
-        let cg = TestCgroup::new("prevent");
-        for p in [IP_FORWARD, V6_FORWARDING] {
-            ns.write(p, "1").unwrap();
-        }
-        let (_hook, rx) = attach(&cg, &forwarding_targets(Mode::Prevent), None).expect("hook");
+        ns.write(V6_FORWARDING, "1").expect("write");
+        let (cg, _hook, rx) = hooked(ns, "prevent", Mode::Prevent);
 
         for (key, path) in [
             ("net.ipv4.ip_forward", IP_FORWARD),
@@ -132,9 +136,7 @@ fn prevent_keeps_every_spelling_of_zero_out() {
 #[test]
 fn writes_in_another_network_namespace_pass_untouched() {
     in_private_netns("writes_in_another_network_namespace_pass_untouched", |ns| {
-        let cg = TestCgroup::new("otherns");
-        ns.write(IP_FORWARD, "1").unwrap();
-        let (_hook, rx) = attach(&cg, &forwarding_targets(Mode::Prevent), None).expect("hook");
+        let (cg, _hook, rx) = hooked(ns, "otherns", Mode::Prevent);
         // Same cgroup, one more network namespace down.
         let (_, code, out, err) = cg.sh(
             ns,
@@ -154,9 +156,7 @@ fn writes_in_another_network_namespace_pass_untouched() {
 #[test]
 fn a_reader_on_another_cpu_never_sees_zero_over_100_000_writes() {
     in_private_netns("a_reader_on_another_cpu_never_sees_zero", |ns| {
-        let cg = TestCgroup::new("storm");
-        ns.write(IP_FORWARD, "1").unwrap();
-        let (_hook, rx) = attach(&cg, &forwarding_targets(Mode::Prevent), None).expect("hook");
+        let (cg, _hook, rx) = hooked(ns, "storm", Mode::Prevent);
         let cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
         let usable: Vec<usize> = (0..nix::sched::CpuSet::count())
             .filter(|&c| cpus.is_set(c).unwrap_or(false))
@@ -206,9 +206,7 @@ fn a_reader_on_another_cpu_never_sees_zero_over_100_000_writes() {
 #[test]
 fn audit_reports_the_writer_and_lets_the_write_through() {
     in_private_netns("audit_reports_the_writer", |ns| {
-        let cg = TestCgroup::new("audit");
-        ns.write(IP_FORWARD, "1").unwrap();
-        let (_hook, rx) = attach(&cg, &forwarding_targets(Mode::Audit), None).expect("hook");
+        let (cg, _hook, rx) = hooked(ns, "audit", Mode::Audit);
         let (pid, code, _) = sh_in(ns, &cg, "exec sysctl -q -w net.ipv4.ip_forward=0", &[]);
         assert_eq!(code, 0);
         assert_eq!(read(IP_FORWARD), "0", "audit only");
@@ -223,9 +221,7 @@ fn audit_reports_the_writer_and_lets_the_write_through() {
 #[test]
 fn dropping_the_hook_detaches_it_at_once() {
     in_private_netns("dropping_the_hook_detaches_it", |ns| {
-        let cg = TestCgroup::new("detach");
-        ns.write(IP_FORWARD, "1").unwrap();
-        let (hook, _rx) = attach(&cg, &forwarding_targets(Mode::Prevent), None).expect("hook");
+        let (cg, hook, _rx) = hooked(ns, "detach", Mode::Prevent);
         sh_in(ns, &cg, "echo 0 > \"$1\"", &[IP_FORWARD]);
         assert_eq!(read(IP_FORWARD), "1");
         drop(hook);
