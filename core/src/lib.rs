@@ -12,8 +12,7 @@
 //! - [`policy`]: restore or alert, flapping, retry backoff; [`service_jobs`]: which service job a drop
 //!   belongs to.
 //! - [`report`]: what operators are told, one table row per kind; [`payload`]: the webhook
-//!   bodies built from reports; [`alerting`]: the Alertmanager alerts and what reports do to them.
-//! - [`guard`]: one guarded key and its action; [`human`]: durations as operators read them.
+//!   bodies built from reports, and the Alertmanager alerts and what reports do to them.
 //! - [`snapshot`]: the guard's state as the loop publishes it.
 //! - [`knob`]: the knob I/O as the core sees it (a trait the binary implements).
 //! - [`persist`]: what the persisted sysctl files will set, from their contents.
@@ -22,16 +21,20 @@
 //!   fixes, from file contents the binary read.
 //! - [`bpf`]: the cgroup/sysctl program's assembly and the kernel BTF parsing (bytes in, bytes out);
 //!   [`hook`]: what the daemon settles for when the hook cannot be had as configured.
+//!
+//! Behind these, private: `guard` (one guarded key and its action, re-exported by [`config`]),
+//! `alerting` (the alert names and effects, re-exported by [`payload::alertmanager`]) and
+//! `human` (durations as operators read them, re-exported by [`report`]).
 #![forbid(unsafe_code)]
 
-pub mod alerting;
+mod alerting;
 pub mod bpf;
 pub mod check;
 pub mod config;
 pub mod diagnosis;
-pub mod guard;
+mod guard;
 pub mod hook;
-pub mod human;
+mod human;
 pub mod key;
 pub mod knob;
 pub mod observation;

@@ -3,9 +3,9 @@
 //! root file system that survives reboots: an overlay of a shared, cached debootstrap tree
 //! (lower) and a directory of the test's own (upper).
 //!
-//! Recipe from `../shared/FACTS.md`: `--register=no --keep-unit --console=passive --boot` inside
-//! `unshare --mount --propagation private` with a tmpfs on `/run/systemd/nspawn`, each container
-//! in a cgroup of its own.
+//! Recipe (docs/kernel-and-systemd-facts.md#nspawn-recipe): `--register=no --keep-unit
+//! --console=passive --boot` inside `unshare --mount --propagation private` with a tmpfs on
+//! `/run/systemd/nspawn`, each container in a cgroup of its own.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -235,7 +235,8 @@ fn lost_events_are_recovered_by_a_reread_once_the_queue_is_drained() {
             // Stop the daemon and overflow its receive queue with IPv6 events. The kernel reports
             // ENOBUFS once, then drops what does not fit, here the event of the IPv4 drop that
             // follows. Nothing left in the queue points at IPv4: only the re-read of every key
-            // once the queue is drained can see that 0 (FACTS.md).
+            // once the queue is drained can see that 0
+            // (docs/kernel-and-systemd-facts.md#enobufs-overrun).
             d.signal(Signal::SIGSTOP);
             storm(
                 ns,
