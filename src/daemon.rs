@@ -13,10 +13,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 
-use fwdguard_core::hook;
-
 use crate::bpf::{self, Hook};
 use crate::config::{self, Action, Config, Origin};
+use crate::hook;
 use crate::key::SysctlKey;
 use crate::key::{Family, Watch};
 use crate::knob::{Access, Knobs, SysctlError};

@@ -19,6 +19,7 @@
 //! - [`knob`]: the knob I/O as a trait ([`knob::Knobs`]) that [`sysctl`] implements.
 //! - [`check`]: `fwdguard check`'s verdict, on keys read through a [`knob::Knobs`] handed in;
 //!   [`diagnosis`]: `fwdguard doctor`'s hazards and fixes, from file contents [`persist`] read.
+//! - [`hook`]: what the daemon settles for when the BPF hook cannot be had as configured.
 //!
 //! This crate:
 //! - [`source`]: where observations come from: kernel netconf and link events over netlink,
@@ -45,7 +46,7 @@
 //! - [`sandbox`]: private network namespaces for the demo, benchmarks and tests.
 
 pub use fwdguard_core::{
-    check, diagnosis, key, knob, observation, payload, policy, report, routing, service_jobs,
+    check, diagnosis, hook, key, knob, observation, payload, policy, report, routing, service_jobs,
     snapshot, value,
 };
 
