@@ -1,8 +1,8 @@
 //! Alerts that leave the host: webhooks in three formats (`json`, `slack`, `alertmanager`),
 //! delivered beside the guard, never in its path.
 //!
-//! - [`crate::config::webhook`] (in the core): the `[[webhook]]` and `[metrics]` tables,
-//!   validated and resolved.
+//! - [`crate::config::webhook`] (in the core): the `[[webhook]]` tables, validated and
+//!   resolved.
 //! - [`queue`]: the bounded hand-over from the guard; it drops the oldest entry when full.
 //! - [`crate::payload`], [`crate::payload::alertmanager`] (in the core): what each format
 //!   sends.
