@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use fwdguard_core::guard::Action;
+use fwdguard_core::config::Action;
 use fwdguard_core::key::SysctlKey;
 use fwdguard_core::payload::alertmanager::{self, Alerts};
 use fwdguard_core::payload::{self, Notice, Reporter};
