@@ -702,20 +702,40 @@ mod tests {
         }
     }
 
+    /// Forgets the events so far, makes `change` and collects events until `expected` is
+    /// among them.
+    async fn after_change_until(
+        socket: &mut EventSocket,
+        events: &mut Vec<KernelEvent>,
+        change: impl FnOnce(),
+        expected: KernelEvent,
+    ) {
+        events.clear();
+        change();
+        until(socket, events, |e| *e == expected).await;
+    }
+
     #[test]
     fn event_socket_sees_ipv4_all_forwarding() {
         in_private_netns("event_socket_sees_ipv4_all_forwarding", |ns| {
             runtime().block_on(async {
                 let mut socket = EventSocket::open().expect("open");
-                write(ns, "ipv4/conf/all/forwarding", "1");
                 let mut events = Vec::new();
-                let one = forwarding(Family::Ipv4, Device::All, 1);
-                until(&mut socket, &mut events, |e| *e == one).await;
+                after_change_until(
+                    &mut socket,
+                    &mut events,
+                    || write(ns, "ipv4/conf/all/forwarding", "1"),
+                    forwarding(Family::Ipv4, Device::All, 1),
+                )
+                .await;
                 // ip_forward is the same knob; the event carries the new value.
-                events.clear();
-                write(ns, "ipv4/ip_forward", "0");
-                let zero = forwarding(Family::Ipv4, Device::All, 0);
-                until(&mut socket, &mut events, |e| *e == zero).await;
+                after_change_until(
+                    &mut socket,
+                    &mut events,
+                    || write(ns, "ipv4/ip_forward", "0"),
+                    forwarding(Family::Ipv4, Device::All, 0),
+                )
+                .await;
             });
         });
     }
@@ -746,21 +766,19 @@ mod tests {
                     "no netconf event for the new link: {events:?}"
                 );
 
-                events.clear();
-                ip(ns, &["link", "set", "fg0", "name", "fg1"]);
                 let renamed = KernelEvent::LinkNew {
                     index,
                     name: "fg1".into(),
                 };
-                until(&mut socket, &mut events, |e| *e == renamed).await;
+                let rename = || ip(ns, &["link", "set", "fg0", "name", "fg1"]);
+                after_change_until(&mut socket, &mut events, rename, renamed).await;
 
-                events.clear();
-                ip(ns, &["link", "del", "fg1"]);
                 let deleted = KernelEvent::LinkDel {
                     index,
                     name: "fg1".into(),
                 };
-                until(&mut socket, &mut events, |e| *e == deleted).await;
+                let delete = || ip(ns, &["link", "del", "fg1"]);
+                after_change_until(&mut socket, &mut events, delete, deleted).await;
             });
         });
     }
@@ -817,10 +835,13 @@ mod tests {
                 );
 
                 // Once drained, the socket reports again.
-                events.clear();
-                write(ns, "ipv4/conf/all/forwarding", "1");
-                let all = forwarding(Family::Ipv4, Device::All, 1);
-                until(&mut socket, &mut events, |e| *e == all).await;
+                after_change_until(
+                    &mut socket,
+                    &mut events,
+                    || write(ns, "ipv4/conf/all/forwarding", "1"),
+                    forwarding(Family::Ipv4, Device::All, 1),
+                )
+                .await;
                 assert!(!events.contains(&KernelEvent::Overrun), "{events:?}");
             });
         });
