@@ -383,34 +383,39 @@ fn respond<B>(exporter: &Exporter, req: &hyper::Request<B>) -> hyper::Response<F
     }
 }
 
+/// For tests (feature `test-kit`): the state of one `restore` guard on
+/// `net.ipv4.conf.all.forwarding` that holds after 2 drops, restored after 20µs and 70µs, and
+/// 3 writes the hook (attached at `/sys/fs/cgroup`) replaced; the kernel's events overran twice.
+#[cfg(any(test, feature = "test-kit"))]
+pub fn sample_snapshot() -> Snapshot {
+    let mut wrong = WrongTime::default();
+    wrong.observe(Duration::from_micros(20));
+    wrong.observe(Duration::from_micros(70));
+    Snapshot {
+        guards: vec![GuardSnapshot {
+            id: crate::routing::GuardId(0),
+            key: "net.ipv4.conf.all.forwarding".into(),
+            want: "1".into(),
+            action: "restore",
+            state: KeyState::Holding,
+            value: Some("1".into()),
+            restores: 2,
+            drops: 2,
+            failed_restores: 0,
+            flapping_episodes: 0,
+            writes_replaced: 3,
+            degradations: Vec::new(),
+            wrong,
+        }],
+        events_lost: 2,
+        hook: Some("/sys/fs/cgroup".into()),
+        ..Snapshot::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::GuardId;
-
-    pub(crate) fn snapshot() -> Snapshot {
-        let mut wrong = WrongTime::default();
-        wrong.observe(Duration::from_micros(35));
-        Snapshot {
-            guards: vec![GuardSnapshot {
-                id: GuardId(0),
-                key: "net.ipv4.conf.all.forwarding".into(),
-                want: "1".into(),
-                action: "restore",
-                state: KeyState::Holding,
-                value: Some("1".into()),
-                restores: 3,
-                drops: 3,
-                failed_restores: 0,
-                flapping_episodes: 0,
-                writes_replaced: 0,
-                degradations: Vec::new(),
-                wrong,
-            }],
-            events_lost: 2,
-            ..Snapshot::default()
-        }
-    }
 
     #[test]
     fn histogram_buckets_by_microseconds() {
@@ -426,14 +431,15 @@ mod tests {
 
     #[test]
     fn both_formats_carry_the_key_metrics() {
-        let (_tx, rx) = watch::channel(snapshot());
+        let (_tx, rx) = watch::channel(sample_snapshot());
         let exporter = Exporter::new(rx, Arc::new(Vec::new));
         let text = exporter.encode(false);
         for line in [
             "fwdguard_key_value{key=\"net.ipv4.conf.all.forwarding\"} 1.0",
-            "fwdguard_drops_total{key=\"net.ipv4.conf.all.forwarding\"} 3",
+            "fwdguard_drops_total{key=\"net.ipv4.conf.all.forwarding\"} 2",
             "fwdguard_wrong_duration_seconds_bucket{key=\"net.ipv4.conf.all.forwarding\",le=\"5e-05\"} 1",
-            "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 1",
+            "fwdguard_wrong_duration_seconds_bucket{key=\"net.ipv4.conf.all.forwarding\",le=\"0.0001\"} 2",
+            "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 2",
             "fwdguard_kernel_events_lost_total 2",
             "# TYPE fwdguard_drops_total counter",
         ] {
