@@ -196,17 +196,9 @@ impl Container {
             .append(true)
             .open(d.join("nspawn.log"))
             .expect("nspawn log");
-        let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
+        let [unshare, args @ ..] = fwdguard::sandbox::in_private_mounts(script, "sh");
+        let child = Command::new(unshare)
+            .args(args)
             .arg(&self.name)
             .arg(rootfs())
             .arg(d)
