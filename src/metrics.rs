@@ -82,6 +82,25 @@ impl Exporter {
 /// A counter's name, help, and how to read it from one labelled thing.
 type Described<T> = (&'static str, &'static str, fn(&T) -> u64);
 
+/// The counters of `described`, each with one series per item, labelled `label` =
+/// `name_of(item)`.
+fn encode_counters<'a, T: 'a>(
+    enc: &mut DescriptorEncoder,
+    described: &[Described<T>],
+    items: impl Iterator<Item = &'a T> + Clone,
+    label: &'static str,
+    name_of: impl Fn(&T) -> String,
+) -> Result<(), fmt::Error> {
+    for (name, help, f) in described {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for item in items.clone() {
+            m.encode_family(&[(label, name_of(item))])?
+                .encode_counter::<NoLabelSet, _, u64>(&f(item), None)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a sysctl value as a number for a gauge: `1`, `-1`, `0.5`. Others (`32768 60999`)
 /// have no gauge.
 fn number(v: &str) -> Option<f64> {
@@ -161,13 +180,7 @@ impl Collector for State {
                 |k| k.writes_replaced,
             ),
         ];
-        for (name, help, f) in counters {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for k in keys {
-                m.encode_family(&label(k))?
-                    .encode_counter::<NoLabelSet, _, u64>(&f(k), None)?;
-            }
-        }
+        encode_counters(&mut enc, &counters, keys.iter(), "key", |k| k.key.clone())?;
 
         {
             let mut m = enc.encode_descriptor(
@@ -222,13 +235,9 @@ impl Collector for State {
                 |e| e.stats.failed.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, f) in per_endpoint {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for e in &endpoints {
-                m.encode_family(&endpoint_label(e))?
-                    .encode_counter::<NoLabelSet, _, u64>(&f(e), None)?;
-            }
-        }
+        let sent_to = endpoints.iter().map(|e| &**e);
+        let name = |e: &Endpoint| e.spec.name.clone();
+        encode_counters(&mut enc, &per_endpoint, sent_to, "endpoint", name)?;
         {
             let mut m = enc.encode_descriptor(
                 "fwdguard_alerts_dropped",
