@@ -1301,6 +1301,11 @@ mod tests {
         run_guard(config, kernel, log, watchdog, false, body).await;
     }
 
+    /// Runs the loop with the built-in configuration over a key that holds, without netlink.
+    async fn with_holding_default(body: impl AsyncFnOnce(&mut Harness)) {
+        with_guard(Config::default(), FakeKnobs::new("1"), None, None, body).await;
+    }
+
     /// Runs the loop with kernel events the test sends ([`Harness::kernel`]).
     async fn with_netlink(config: Config, kernel: FakeKnobs, body: impl AsyncFnOnce(&mut Harness)) {
         run_guard(config, kernel, None, None, true, body).await;
@@ -1429,30 +1434,24 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn flapping_is_reported_once_per_window_and_ends_after_a_quiet_one() {
-        with_guard(
-            Config::default(),
-            FakeKnobs::new("1"),
-            None,
-            None,
-            async |h| {
-                for _ in 0..20 {
-                    h.event("0").await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    assert_eq!(h.kernel.value(), "1", "restored every time");
-                }
-                let flapping = |r: &Report| matches!(r, Report::Flapping { .. });
-                let ended = |r: &Report| matches!(r, Report::FlappingEnded { drops: 20, .. });
-                assert_eq!(h.reports.count(flapping), 1);
-                // Restores before the episode are reported one by one, inside it counted.
-                assert_eq!(h.reports.count(restored(Trigger::Netconf)), 4);
-                tokio::time::sleep(Duration::from_secs(58)).await;
-                assert_eq!(h.reports.count(ended), 0, "the window is 60s");
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                assert_eq!(h.reports.count(ended), 1);
-                let g = &h.snapshots.borrow().guards[0];
-                assert_eq!((g.restores, g.drops, g.flapping_episodes), (20, 20, 1));
-            },
-        )
+        with_holding_default(async |h| {
+            for _ in 0..20 {
+                h.event("0").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                assert_eq!(h.kernel.value(), "1", "restored every time");
+            }
+            let flapping = |r: &Report| matches!(r, Report::Flapping { .. });
+            let ended = |r: &Report| matches!(r, Report::FlappingEnded { drops: 20, .. });
+            assert_eq!(h.reports.count(flapping), 1);
+            // Restores before the episode are reported one by one, inside it counted.
+            assert_eq!(h.reports.count(restored(Trigger::Netconf)), 4);
+            tokio::time::sleep(Duration::from_secs(58)).await;
+            assert_eq!(h.reports.count(ended), 0, "the window is 60s");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(h.reports.count(ended), 1);
+            let g = &h.snapshots.borrow().guards[0];
+            assert_eq!((g.restores, g.drops, g.flapping_episodes), (20, 20, 1));
+        })
         .await;
     }
 
@@ -1526,12 +1525,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_observation_from_another_task_rechecks_every_guard_and_carries_its_cause() {
-        with_guard(
-            Config::default(),
-            FakeKnobs::new("1"),
-            None,
-            None,
-            async |h| {
+        with_holding_default(async |h| {
                 // A change no event announced; then a service job finishes (a D-Bus source).
                 h.kernel.set("0");
                 let cause = crate::observation::Cause::ServiceJob {
@@ -1572,8 +1566,7 @@ mod tests {
                     }
                     other => panic!("{other:?}"),
                 }
-            },
-        )
+        })
         .await;
     }
 
@@ -1582,15 +1575,7 @@ mod tests {
         let reports = Collect::default();
         let setup = Setup::new(Config::default(), None, Box::new(reports));
         let snapshots = setup.snapshots();
-        let io: Io = Io {
-            events: None,
-            requests: None,
-            netlink_error: Some("Operation not permitted (os error 1)".into()),
-            files: FileWatch::new().expect("inotify"),
-            notifier: Notifier::with(None),
-            watchdog: None,
-            hook: None,
-        };
+        let io = io_without_events(Some("Operation not permitted (os error 1)"));
         let mut g = Guardian::start(setup, FakeKnobs::new("1"), io).await;
         g.publish();
         let status = snapshots.borrow().status_line();
@@ -1600,28 +1585,44 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn reload_keeps_the_running_config_when_its_file_is_gone() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("fwdguard.toml");
-        std::fs::write(
-            &path,
-            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n",
-        )
-        .expect("config");
-        let config = config::load(&path).expect("valid");
-        // Started without -c, from the default file: `explicit` is None.
-        let setup = Setup::new(config.clone(), None, Box::new(Collect::default()));
-        let io: Io = Io {
+    /// The loop's I/O with no kernel events, no link requests and no notify socket;
+    /// `netlink_error` as when the netlink socket could not be opened.
+    fn io_without_events(netlink_error: Option<&str>) -> Io {
+        Io {
             events: None,
             requests: None,
-            netlink_error: None,
+            netlink_error: netlink_error.map(Into::into),
             files: FileWatch::new().expect("inotify"),
             notifier: Notifier::with(None),
             watchdog: None,
             hook: None,
-        };
-        let mut g = Guardian::start(setup, FakeKnobs::new("0"), io).await;
+        }
+    }
+
+    /// The configuration the reload tests start from: `alert` on the key, which reads `0`.
+    const ALERT_CONFIG: &str =
+        "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n";
+
+    /// A guardian started from [`ALERT_CONFIG`] written to `path`, the key at `0`; `with_c`:
+    /// the file was named with `-c` (else it is the default file), as [`Setup::new`] is told.
+    async fn started_from_file(
+        path: &std::path::Path,
+        with_c: bool,
+    ) -> (Guardian<FakeKnobs, EventSocket>, Config) {
+        std::fs::write(path, ALERT_CONFIG).expect("config");
+        let config = config::load(path).expect("valid");
+        let explicit = with_c.then(|| path.to_path_buf());
+        let setup = Setup::new(config.clone(), explicit, Box::new(Collect::default()));
+        let g = Guardian::start(setup, FakeKnobs::new("0"), io_without_events(None)).await;
+        (g, config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_keeps_the_running_config_when_its_file_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fwdguard.toml");
+        // Started without -c, from the default file: `explicit` is None.
+        let (mut g, config) = started_from_file(&path, false).await;
         std::fs::remove_file(&path).expect("rm");
         g.reload();
         assert_eq!(g.config, config, "not the built-in restore");
@@ -1641,25 +1642,7 @@ mod tests {
     async fn reload_with_c_keeps_the_running_config_whatever_replaced_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fwdguard.toml");
-        let text =
-            "[[guard]]\nkey = \"net.ipv4.conf.all.forwarding\"\nvalue = 1\naction = \"alert\"\n";
-        std::fs::write(&path, text).expect("config");
-        let config = config::load(&path).expect("valid");
-        let setup = Setup::new(
-            config.clone(),
-            Some(path.clone()),
-            Box::new(Collect::default()),
-        );
-        let io: Io = Io {
-            events: None,
-            requests: None,
-            netlink_error: None,
-            files: FileWatch::new().expect("inotify"),
-            notifier: Notifier::with(None),
-            watchdog: None,
-            hook: None,
-        };
-        let mut g = Guardian::start(setup, FakeKnobs::new("0"), io).await;
+        let (mut g, config) = started_from_file(&path, true).await;
         let replace = |what: &str| {
             let _ = std::fs::remove_file(&path);
             match what {
@@ -1669,7 +1652,8 @@ mod tests {
                 }
                 "fifo" => nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("fifo"),
                 "over 1 MiB" => {
-                    std::fs::write(&path, format!("{text}#{}\n", "x".repeat(1 << 20))).expect("big")
+                    std::fs::write(&path, format!("{ALERT_CONFIG}#{}\n", "x".repeat(1 << 20)))
+                        .expect("big")
                 }
                 // Root reads a mode 000 file anyway: a directory cannot be read by anyone.
                 "a directory" => std::fs::create_dir(&path).expect("dir"),
@@ -1704,7 +1688,7 @@ mod tests {
         }
         // And a good file again is taken.
         let _ = std::fs::remove_file(&path);
-        std::fs::write(&path, text.replace("alert", "restore")).expect("config");
+        std::fs::write(&path, ALERT_CONFIG.replace("alert", "restore")).expect("config");
         g.reload();
         assert_eq!(g.reload_error, None);
         assert_ne!(g.config, config);

@@ -82,6 +82,25 @@ impl Exporter {
 /// A counter's name, help, and how to read it from one labelled thing.
 type Described<T> = (&'static str, &'static str, fn(&T) -> u64);
 
+/// The counters of `described`, each with one series per item, labelled `label` =
+/// `name_of(item)`.
+fn encode_counters<'a, T: 'a>(
+    enc: &mut DescriptorEncoder,
+    described: &[Described<T>],
+    items: impl Iterator<Item = &'a T> + Clone,
+    label: &'static str,
+    name_of: impl Fn(&T) -> String,
+) -> Result<(), fmt::Error> {
+    for (name, help, f) in described {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for item in items.clone() {
+            m.encode_family(&[(label, name_of(item))])?
+                .encode_counter::<NoLabelSet, _, u64>(&f(item), None)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a sysctl value as a number for a gauge: `1`, `-1`, `0.5`. Others (`32768 60999`)
 /// have no gauge.
 fn number(v: &str) -> Option<f64> {
@@ -161,13 +180,7 @@ impl Collector for State {
                 |k| k.writes_replaced,
             ),
         ];
-        for (name, help, f) in counters {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for k in keys {
-                m.encode_family(&label(k))?
-                    .encode_counter::<NoLabelSet, _, u64>(&f(k), None)?;
-            }
-        }
+        encode_counters(&mut enc, &counters, keys.iter(), "key", |k| k.key.clone())?;
 
         {
             let mut m = enc.encode_descriptor(
@@ -222,13 +235,9 @@ impl Collector for State {
                 |e| e.stats.failed.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, f) in per_endpoint {
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for e in &endpoints {
-                m.encode_family(&endpoint_label(e))?
-                    .encode_counter::<NoLabelSet, _, u64>(&f(e), None)?;
-            }
-        }
+        let sent_to = endpoints.iter().map(|e| &**e);
+        let name = |e: &Endpoint| e.spec.name.clone();
+        encode_counters(&mut enc, &per_endpoint, sent_to, "endpoint", name)?;
         {
             let mut m = enc.encode_descriptor(
                 "fwdguard_alerts_dropped",
@@ -383,34 +392,39 @@ fn respond<B>(exporter: &Exporter, req: &hyper::Request<B>) -> hyper::Response<F
     }
 }
 
+/// For tests (feature `test-kit`): the state of one `restore` guard on
+/// `net.ipv4.conf.all.forwarding` that holds after 2 drops, restored after 20µs and 70µs, and
+/// 3 writes the hook (attached at `/sys/fs/cgroup`) replaced; the kernel's events overran twice.
+#[cfg(any(test, feature = "test-kit"))]
+pub fn sample_snapshot() -> Snapshot {
+    let mut wrong = WrongTime::default();
+    wrong.observe(Duration::from_micros(20));
+    wrong.observe(Duration::from_micros(70));
+    Snapshot {
+        guards: vec![GuardSnapshot {
+            id: crate::routing::GuardId(0),
+            key: "net.ipv4.conf.all.forwarding".into(),
+            want: "1".into(),
+            action: "restore",
+            state: KeyState::Holding,
+            value: Some("1".into()),
+            restores: 2,
+            drops: 2,
+            failed_restores: 0,
+            flapping_episodes: 0,
+            writes_replaced: 3,
+            degradations: Vec::new(),
+            wrong,
+        }],
+        events_lost: 2,
+        hook: Some("/sys/fs/cgroup".into()),
+        ..Snapshot::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::GuardId;
-
-    pub(crate) fn snapshot() -> Snapshot {
-        let mut wrong = WrongTime::default();
-        wrong.observe(Duration::from_micros(35));
-        Snapshot {
-            guards: vec![GuardSnapshot {
-                id: GuardId(0),
-                key: "net.ipv4.conf.all.forwarding".into(),
-                want: "1".into(),
-                action: "restore",
-                state: KeyState::Holding,
-                value: Some("1".into()),
-                restores: 3,
-                drops: 3,
-                failed_restores: 0,
-                flapping_episodes: 0,
-                writes_replaced: 0,
-                degradations: Vec::new(),
-                wrong,
-            }],
-            events_lost: 2,
-            ..Snapshot::default()
-        }
-    }
 
     #[test]
     fn histogram_buckets_by_microseconds() {
@@ -426,14 +440,15 @@ mod tests {
 
     #[test]
     fn both_formats_carry_the_key_metrics() {
-        let (_tx, rx) = watch::channel(snapshot());
+        let (_tx, rx) = watch::channel(sample_snapshot());
         let exporter = Exporter::new(rx, Arc::new(Vec::new));
         let text = exporter.encode(false);
         for line in [
             "fwdguard_key_value{key=\"net.ipv4.conf.all.forwarding\"} 1.0",
-            "fwdguard_drops_total{key=\"net.ipv4.conf.all.forwarding\"} 3",
+            "fwdguard_drops_total{key=\"net.ipv4.conf.all.forwarding\"} 2",
             "fwdguard_wrong_duration_seconds_bucket{key=\"net.ipv4.conf.all.forwarding\",le=\"5e-05\"} 1",
-            "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 1",
+            "fwdguard_wrong_duration_seconds_bucket{key=\"net.ipv4.conf.all.forwarding\",le=\"0.0001\"} 2",
+            "fwdguard_wrong_duration_seconds_count{key=\"net.ipv4.conf.all.forwarding\"} 2",
             "fwdguard_kernel_events_lost_total 2",
             "# TYPE fwdguard_drops_total counter",
         ] {

@@ -98,6 +98,24 @@ impl PrivateNetns {
     }
 }
 
+/// For tests (feature `test-kit`): the command line that runs the shell `script` in a
+/// mount namespace of its own, whose mounts do not propagate back (`unshare --mount`, root
+/// only); `arg0` is the script's `$0`, and arguments added after it are its `$@`.
+#[cfg(any(test, feature = "test-kit"))]
+pub fn in_private_mounts<'a>(script: &'a str, arg0: &'a str) -> [&'a str; 9] {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        arg0,
+    ]
+}
+
 /// For tests that need something this machine may not have (root, a tool): `true` when
 /// `available`. Otherwise the test fails when `CI=true`, and elsewhere it is skipped with a
 /// visible `SKIPPED` line naming what it needs. (Feature `test-kit`.)

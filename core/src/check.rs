@@ -265,12 +265,17 @@ mod tests {
         )
     }
 
+    /// `check` of `config` with the keys reading `values` (the others do not exist), in an
+    /// environment that costs the guards nothing.
+    fn checked(config: &Config, values: &[(&str, &str)]) -> Verdict {
+        check(config, &mut table(values), &mut nothing)
+    }
+
     #[test]
     fn all_holding_is_ok() {
-        let out = check(
+        let out = checked(
             &config(&["net.ipv4.ip_forward"]),
-            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
-            &mut nothing,
+            &[("net.ipv4.conf.all.forwarding", "1")],
         );
         assert_eq!(out.exit_code(), 0);
         assert_eq!(
@@ -282,11 +287,7 @@ mod tests {
     #[test]
     fn wrong_outranks_unknown() {
         let c = config(&["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]);
-        let out = check(
-            &c,
-            &mut table(&[("net.ipv4.conf.all.forwarding", "0")]),
-            &mut nothing,
-        );
+        let out = checked(&c, &[("net.ipv4.conf.all.forwarding", "0")]);
         assert_eq!(out.exit_code(), 2);
         assert_eq!(
             out.text(),
@@ -294,22 +295,14 @@ mod tests {
              WRONG    net.ipv4.conf.all.forwarding = 0 (want 1)\n\
              UNKNOWN  net.ipv6.conf.all.forwarding: does not exist on this host\n"
         );
-        let out = check(
-            &c,
-            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
-            &mut nothing,
-        );
+        let out = checked(&c, &[("net.ipv4.conf.all.forwarding", "1")]);
         assert_eq!(out.exit_code(), 3);
         assert!(
             out.text()
                 .starts_with("UNKNOWN: 1 of 2 guarded keys cannot be read\n")
         );
         let c = config(&["a.b", "c.d", "e.f"]);
-        let out = check(
-            &c,
-            &mut table(&[("a.b", "0"), ("c.d", "0"), ("e.f", "1")]),
-            &mut nothing,
-        );
+        let out = checked(&c, &[("a.b", "0"), ("c.d", "0"), ("e.f", "1")]);
         assert!(
             out.text()
                 .starts_with("CRITICAL: 2 of 3 guarded keys are wrong\n"),
@@ -320,10 +313,9 @@ mod tests {
 
     #[test]
     fn json_names_each_key_state() {
-        let out = check(
+        let out = checked(
             &config(&["net.ipv4.ip_forward"]),
-            &mut table(&[("net.ipv4.conf.all.forwarding", "0")]),
-            &mut nothing,
+            &[("net.ipv4.conf.all.forwarding", "0")],
         );
         let json = serde_json::to_value(&out).expect("json");
         assert_eq!(
@@ -339,11 +331,7 @@ mod tests {
     fn a_key_that_holds_but_could_not_be_restored_is_a_warning_naming_the_capability() {
         let mut c = config(&["net.ipv4.ip_forward"]);
         c.guards[0].action = Action::Restore;
-        let out = check(
-            &c,
-            &mut table(&[("net.ipv4.conf.all.forwarding", "1")]),
-            &mut nothing,
-        );
+        let out = checked(&c, &[("net.ipv4.conf.all.forwarding", "1")]);
         assert_eq!(out.exit_code(), EXIT_WARNING);
         let text = out.text();
         assert!(

@@ -376,16 +376,12 @@ fn edits_until_clean(t: &mut Tree, original: &Tree, guards: &[(SysctlKey, Value)
 }
 
 fn line_of(tree: &Tree, real: &str, line: u32) -> Option<String> {
-    tree.dirs
-        .values()
-        .flat_map(|d| d.values())
-        .chain(tree.sysctl_conf.as_ref())
-        .find_map(|s| match s {
-            FileState::Text { text, real: r } if r == real => {
-                text.split('\n').nth(line as usize - 1).map(str::to_owned)
-            }
-            _ => None,
-        })
+    tree.files().find_map(|s| match s {
+        FileState::Text { text, real: r } if r == real => {
+            text.split('\n').nth(line as usize - 1).map(str::to_owned)
+        }
+        _ => None,
+    })
 }
 
 /// Lines that are not comments, numbered from 1.

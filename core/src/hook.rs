@@ -139,6 +139,18 @@ mod tests {
         keys(&["net.ipv4.conf.all.forwarding"])
     }
 
+    /// A plan for `keys` whose hook failed with `error`; it must fall back to `fallback`.
+    fn failed(
+        keys: Vec<SysctlKey>,
+        error: &str,
+        audit_still_possible: bool,
+        fallback: Fallback,
+    ) -> Plan {
+        let mut plan = Plan::new(keys);
+        assert_eq!(plan.failed(error.into(), audit_still_possible), fallback);
+        plan
+    }
+
     fn placed(covered: usize) -> Placed {
         Placed {
             cgroup: "/sys/fs/cgroup".into(),
@@ -194,10 +206,11 @@ mod tests {
 
     #[test]
     fn an_ineffective_replacement_falls_back_to_naming_writers() {
-        let mut plan = Plan::new(forwarding());
-        assert_eq!(
-            plan.failed("the replacement is ineffective".into(), true),
-            Fallback::AuditOnly
+        let plan = failed(
+            forwarding(),
+            "the replacement is ineffective",
+            true,
+            Fallback::AuditOnly,
         );
         let outcome = plan.settle(Some(&placed(1)));
         assert_eq!(
@@ -224,8 +237,7 @@ mod tests {
 
     #[test]
     fn an_audit_only_hook_that_fails_too_leaves_prevent_restoring() {
-        let mut plan = Plan::new(forwarding());
-        assert_eq!(plan.failed("ineffective".into(), true), Fallback::AuditOnly);
+        let plan = failed(forwarding(), "ineffective", true, Fallback::AuditOnly);
         let outcome = plan.settle(None);
         assert_eq!(
             outcome.reports,
@@ -239,10 +251,11 @@ mod tests {
 
     #[test]
     fn a_hook_that_cannot_be_had_leaves_prevent_restoring() {
-        let mut plan = Plan::new(forwarding());
-        assert_eq!(
-            plan.failed("kernel BTF unavailable".into(), false),
-            Fallback::WithoutHook
+        let plan = failed(
+            forwarding(),
+            "kernel BTF unavailable",
+            false,
+            Fallback::WithoutHook,
         );
         let outcome = plan.settle(None);
         assert_eq!(
@@ -262,10 +275,11 @@ mod tests {
     #[test]
     fn without_prevent_keys_a_missing_hook_only_leaves_writers_unnamed() {
         for audit_still_possible in [false, true] {
-            let mut plan = Plan::new(Vec::new());
-            assert_eq!(
-                plan.failed("Operation not permitted".into(), audit_still_possible),
-                Fallback::WritersUnnamed
+            let plan = failed(
+                Vec::new(),
+                "Operation not permitted",
+                audit_still_possible,
+                Fallback::WritersUnnamed,
             );
             assert_eq!(
                 plan.settle(None),

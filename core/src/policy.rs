@@ -521,6 +521,58 @@ mod tests {
         })
     }
 
+    /// A `restore` guard that has just seen the key knocked down at `t0` and decided to
+    /// write it back.
+    fn knocked_down() -> (GuardState, Instant) {
+        let mut g = guard(Action::Restore);
+        let t0 = Instant::now();
+        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
+        (g, t0)
+    }
+
+    /// The key is knocked down at `now` and the restore sticks: what both steps reported.
+    fn drop_and_restore(g: &mut GuardState, now: Instant) -> Vec<Report> {
+        let mut d = g.observe(v("0"), Trigger::Netconf, None, now);
+        assert!(d.restore, "a drop is restored");
+        d.reports
+            .extend(g.restored(v("1"), Trigger::Netconf, None, now).reports);
+        d.reports
+    }
+
+    /// The restore's write is refused for want of the capability.
+    fn write_refused(g: &mut GuardState, trigger: Trigger, now: Instant) -> Decision {
+        g.restored(
+            err(io::ErrorKind::PermissionDenied, Op::Write),
+            trigger,
+            None,
+            now,
+        )
+    }
+
+    /// The write at `now` sticks (the key reads back `1`): the drift is reported restored
+    /// after `attempts` writes, and nothing is left scheduled.
+    fn assert_sticks_after(g: &mut GuardState, trigger: Trigger, now: Instant, attempts: u32) {
+        match &g.restored(v("1"), trigger, None, now).reports[..] {
+            [Report::DriftRestored { attempts: n, .. }] => assert_eq!(*n, attempts),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.next_deadline(), None);
+    }
+
+    /// A restore failed at `t0`: a retry is scheduled after the first backoff, yet the key
+    /// knocked down again `later`, before the retry is due, is written back at once.
+    fn assert_retry_due_but_a_change_restores_at_once(
+        g: &mut GuardState,
+        t0: Instant,
+        later: Duration,
+    ) {
+        assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
+        assert!(
+            g.observe(v("0"), Trigger::Netconf, None, t0 + later)
+                .restore
+        );
+    }
+
     fn names(reports: &[Report]) -> Vec<&'static str> {
         reports
             .iter()
@@ -601,31 +653,12 @@ mod tests {
 
     #[test]
     fn failed_restore_is_reported_once_and_retried_with_backoff() {
-        let mut g = guard(Action::Restore);
-        let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
-        let r = g
-            .restored(
-                err(io::ErrorKind::PermissionDenied, Op::Write),
-                Trigger::Netconf,
-                None,
-                t0,
-            )
-            .reports;
+        let (mut g, t0) = knocked_down();
+        let r = write_refused(&mut g, Trigger::Netconf, t0).reports;
         assert_eq!(names(&r), ["failed"]);
         assert_eq!(r[0].priority(), crate::report::Priority::Crit);
-        assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
-
         // An event before the retry is due restores at once: the refusal may be over.
-        assert!(
-            g.observe(
-                v("0"),
-                Trigger::Netconf,
-                None,
-                t0 + Duration::from_millis(50)
-            )
-            .restore
-        );
+        assert_retry_due_but_a_change_restores_at_once(&mut g, t0, Duration::from_millis(50));
 
         let mut now = t0;
         let mut delays = Vec::new();
@@ -642,14 +675,7 @@ mod tests {
                 "retry due, nothing to say"
             );
             assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
-            let r = g
-                .restored(
-                    err(io::ErrorKind::PermissionDenied, Op::Write),
-                    Trigger::Retry,
-                    None,
-                    now,
-                )
-                .reports;
+            let r = write_refused(&mut g, Trigger::Retry, now).reports;
             assert!(r.is_empty(), "same failure is not reported again");
         }
         assert_eq!(delays[0], RETRY_FIRST);
@@ -676,18 +702,12 @@ mod tests {
         now = g.next_deadline().expect("retry");
         assert!(g.tick(now).recheck);
         assert!(g.observe(v("0"), Trigger::Retry, None, now).restore);
-        match &g.restored(v("1"), Trigger::Retry, None, now).reports[..] {
-            [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 15),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(g.next_deadline(), None);
+        assert_sticks_after(&mut g, Trigger::Retry, now, 15);
     }
 
     #[test]
     fn a_contested_write_is_retried_at_once_then_counts_as_failed() {
-        let mut g = guard(Action::Restore);
-        let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
+        let (mut g, t0) = knocked_down();
         // Another writer got in between: write again straight away, quietly.
         for _ in 0..CONTESTED_RETRIES {
             assert_eq!(
@@ -709,30 +729,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(g.next_deadline(), Some(t0 + RETRY_FIRST));
         // The other writer's next change is restored at once, not after the backoff.
-        assert!(
-            g.observe(
-                v("0"),
-                Trigger::Netconf,
-                None,
-                t0 + Duration::from_millis(1)
-            )
-            .restore
-        );
+        assert_retry_due_but_a_change_restores_at_once(&mut g, t0, Duration::from_millis(1));
     }
 
     #[test]
     fn a_restore_that_wins_the_race_counts_its_attempts() {
-        let mut g = guard(Action::Restore);
-        let t0 = Instant::now();
-        assert!(g.observe(v("0"), Trigger::Netconf, None, t0).restore);
+        let (mut g, t0) = knocked_down();
         assert!(g.restored(v("0"), Trigger::Netconf, None, t0).restore);
-        match &g.restored(v("1"), Trigger::Netconf, None, t0).reports[..] {
-            [Report::DriftRestored { attempts, .. }] => assert_eq!(*attempts, 2),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(g.next_deadline(), None);
+        assert_sticks_after(&mut g, Trigger::Netconf, t0, 2);
     }
 
     #[test]
@@ -744,10 +749,7 @@ mod tests {
         let mut now = t0;
         for _ in 0..20 {
             now += Duration::from_millis(100);
-            let d = g.observe(v("0"), Trigger::Netconf, None, now);
-            assert!(d.restore, "still restoring while flapping");
-            all.extend(d.reports);
-            all.extend(g.restored(v("1"), Trigger::Netconf, None, now).reports);
+            all.extend(drop_and_restore(&mut g, now));
         }
         assert_eq!(names(&all), ["restored", "restored", "flapping"]);
         match &all[2] {
@@ -773,11 +775,7 @@ mod tests {
 
         // After calming down, single drops are reported again.
         now = calm + Duration::from_secs(1);
-        g.observe(v("0"), Trigger::Netconf, None, now);
-        assert_eq!(
-            names(&g.restored(v("1"), Trigger::Netconf, None, now).reports),
-            ["restored"]
-        );
+        assert_eq!(names(&drop_and_restore(&mut g, now)), ["restored"]);
     }
 
     #[test]
@@ -887,8 +885,7 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..3 {
             now += Duration::from_millis(1);
-            g.observe(v("0"), Trigger::Netconf, None, now);
-            g.restored(v("1"), Trigger::Netconf, None, now);
+            drop_and_restore(&mut g, now);
         }
         assert_eq!(g.flapping_episodes, 1);
         let d = g.write_seen(&writer(false), now);
@@ -904,12 +901,7 @@ mod tests {
         let s = g.snapshot(GuardId(7), &Impairments::default());
         assert_eq!((s.state, s.value), (KeyState::Unknown, None));
         g.observe(v("0"), Trigger::Netconf, None, t0);
-        g.restored(
-            err(io::ErrorKind::PermissionDenied, Op::Write),
-            Trigger::Netconf,
-            None,
-            t0,
-        );
+        write_refused(&mut g, Trigger::Netconf, t0);
         let impairments = Impairments {
             refused: g.refusal(),
             ..Impairments::default()
@@ -944,8 +936,7 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..100_000 {
             now += Duration::from_micros(20);
-            g.observe(v("0"), Trigger::Netconf, None, now);
-            g.restored(v("1"), Trigger::Netconf, None, now);
+            drop_and_restore(&mut g, now);
         }
         assert!(
             g.recent_drops.len() <= 3,
@@ -964,11 +955,7 @@ mod tests {
         let mut now = Instant::now();
         for _ in 0..10 {
             now += Duration::from_secs(6);
-            g.observe(v("0"), Trigger::Netconf, None, now);
-            assert_eq!(
-                names(&g.restored(v("1"), Trigger::Netconf, None, now).reports),
-                ["restored"]
-            );
+            assert_eq!(names(&drop_and_restore(&mut g, now)), ["restored"]);
         }
     }
 

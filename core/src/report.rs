@@ -1038,8 +1038,21 @@ pub trait Sink: Send {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The sample report of the unit tests: forwarding found at 0, restored in 42µs.
+    pub(crate) fn restored() -> Report {
+        Report::DriftRestored {
+            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
+            want: Value::new("1"),
+            old: Value::new("0"),
+            trigger: Trigger::Netconf,
+            wrong_for: Duration::from_micros(42),
+            attempts: 1,
+            cause: None,
+        }
+    }
 
     fn writer() -> Box<Writer> {
         Box::new(Writer {
@@ -1174,15 +1187,7 @@ mod tests {
 
     #[test]
     fn restored_report_reads_well_and_carries_fields() {
-        let r = Report::DriftRestored {
-            key: SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Netconf,
-            wrong_for: Duration::from_micros(42),
-            attempts: 1,
-            cause: None,
-        };
+        let r = restored();
         assert_eq!(
             r.to_string(),
             "net.ipv4.conf.all.forwarding was 0, restored to 1 in 42µs (seen via netconf)"

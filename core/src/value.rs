@@ -393,22 +393,18 @@ mod tests {
 
     #[test]
     fn text_stays_text_and_numbers_in_it_are_normalised() {
-        assert_eq!(
-            Shape::Text.value(" bbr ").map(|v| v.to_string()),
-            Ok("bbr".into())
-        );
-        assert_eq!(
-            Shape::Text.value("01  2").map(|v| v.to_string()),
-            Ok("1 2".into())
-        );
-        assert_eq!(
-            Shape::Text.value("01 x").map(|v| v.to_string()),
-            Ok("01 x".into())
-        );
-        assert_eq!(
-            Shape::Text.value("010 x").map(|v| v.to_string()),
-            Ok("010 x".into())
-        );
+        for (raw, want) in [
+            (" bbr ", "bbr"),
+            ("01  2", "1 2"),
+            ("01 x", "01 x"),
+            ("010 x", "010 x"),
+        ] {
+            assert_eq!(
+                Shape::Text.value(raw).map(|v| v.to_string()),
+                Ok(want.into()),
+                "{raw:?}"
+            );
+        }
         assert!(
             Shape::Text.value("1 010").is_err(),
             "numbers only: ambiguous"

@@ -356,22 +356,20 @@ impl Hook {
         options: &Options,
         on_attempt: impl FnMut(Attempt) + Send + 'static,
     ) -> Result<Self, HookError> {
-        let Prepared {
-            rules,
-            spec,
-            dir,
-            path,
-            root,
-            private_mount,
-        } = prepare(targets, options)?;
-        let Loaded { prog, ring } = load(&spec, "fwdguard", RING_SIZE)?;
-        let link =
-            sys::link_create(prog.as_fd(), dir.as_fd()).map_err(|error| HookError::Attach {
-                path: path.display().to_string(),
+        let prepared = prepare(targets, options)?;
+        let Loaded { prog, ring } = load(&prepared.spec, "fwdguard", RING_SIZE)?;
+        let link = sys::link_create(prog.as_fd(), prepared.dir.as_fd()).map_err(|error| {
+            HookError::Attach {
+                path: prepared.path.display().to_string(),
                 error,
-            })?;
+            }
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let names: Vec<(String, usize)> = rules.iter().map(|(r, i)| (r.name.clone(), *i)).collect();
+        let names: Vec<(String, usize)> = prepared
+            .rules
+            .iter()
+            .map(|(r, i)| (r.name.clone(), *i))
+            .collect();
         let mut covered: Vec<usize> = names.iter().map(|(_, i)| *i).collect();
         covered.sort_unstable();
         covered.dedup();
@@ -383,18 +381,18 @@ impl Hook {
         };
         let resolve_root = whole
             .as_ref()
-            .map_or_else(|| path.clone(), |r| r.path.clone());
+            .map_or_else(|| prepared.path.clone(), |r| r.path.clone());
         let reader = spawn_reader(ring, names, resolve_root, stop.clone(), on_attempt)
             .map_err(HookError::Reader)?;
         Ok(Self {
             _link: link,
             _prog: prog,
-            _dirs: (dir, whole),
+            _dirs: (prepared.dir, whole),
             attachment: Attachment {
-                root,
-                private_mount,
-                path,
-                netns: spec.netns,
+                root: prepared.root,
+                private_mount: prepared.private_mount,
+                path: prepared.path,
+                netns: prepared.spec.netns,
                 covered,
             },
             stop,

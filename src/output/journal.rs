@@ -267,12 +267,19 @@ mod tests {
         assert_eq!(rest[9 + len], b'\n');
     }
 
-    #[test]
-    fn entries_arrive_as_one_datagram() {
+    /// A journal that sends to a socket of the test's own (in the returned directory): the
+    /// server end of it, where the test reads what the journal would have got.
+    fn journal_of_our_own() -> (tempfile::TempDir, UnixDatagram, Journal) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("socket");
         let server = UnixDatagram::bind(&path).expect("bind");
-        let mut journal = Journal(JournalSocket::open(&path).expect("open"));
+        let journal = Journal(JournalSocket::open(&path).expect("open"));
+        (dir, server, journal)
+    }
+
+    #[test]
+    fn entries_arrive_as_one_datagram() {
+        let (_dir, server, mut journal) = journal_of_our_own();
         let report = Report::FlappingEnded {
             key: crate::key::SysctlKey::parse("net.ipv4.ip_forward").expect("key"),
             action: crate::config::Action::Restore,
@@ -287,10 +294,7 @@ mod tests {
 
     #[test]
     fn a_journal_that_does_not_read_costs_entries_not_time_and_hears_of_the_loss() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("socket");
-        let server = UnixDatagram::bind(&path).expect("bind");
-        let mut journal = Journal(JournalSocket::open(&path).expect("open"));
+        let (_dir, server, mut journal) = journal_of_our_own();
         let start = std::time::Instant::now();
         // The queue holds net.unix.max_dgram_qlen (10 here) entries; a blocking sender would
         // hang on the 11th.

@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, trace};
 
-use super::netconf::{IFINDEX_ALL, IFINDEX_DEFAULT, NetconfMessage, RtnlMessage};
+use super::netconf::{IFINDEX_ALL, IFINDEX_DEFAULT, LinkSummary, NetconfMessage, RtnlMessage};
 use crate::key::Family;
 
 /// Whether this process may subscribe to netconf events (for `fwdguard check`).
@@ -232,36 +232,26 @@ fn decode_events(datagram: &[u8], out: &mut Vec<KernelEvent>) -> bool {
 fn event_of(msg: RtnlMessage) -> Option<KernelEvent> {
     match msg {
         RtnlMessage::NewNetconf(netconf) => netconf_event(&netconf),
-        RtnlMessage::NewLink(link) => match link.name {
-            Some(name) => Some(KernelEvent::LinkNew {
-                index: link.index,
-                name,
-            }),
-            None => {
-                debug!(
-                    index = link.index,
-                    "RTM_NEWLINK without IFLA_IFNAME ignored"
-                );
-                None
-            }
-        },
-        RtnlMessage::DelLink(link) => match link.name {
-            Some(name) => Some(KernelEvent::LinkDel {
-                index: link.index,
-                name,
-            }),
-            None => {
-                debug!(
-                    index = link.index,
-                    "RTM_DELLINK without IFLA_IFNAME ignored"
-                );
-                None
-            }
-        },
+        RtnlMessage::NewLink(link) => named(link, "RTM_NEWLINK without IFLA_IFNAME ignored")
+            .map(|(index, name)| KernelEvent::LinkNew { index, name }),
+        RtnlMessage::DelLink(link) => named(link, "RTM_DELLINK without IFLA_IFNAME ignored")
+            .map(|(index, name)| KernelEvent::LinkDel { index, name }),
         // RTM_DELNETCONF comes with a link's deletion (then RTM_DELLINK follows) or its
         // rename (then RTM_NEWNETCONF follows): there is nothing left to re-read.
         other => {
             trace!(?other, "netlink event ignored");
+            None
+        }
+    }
+}
+
+/// A link message's index and name. Without `IFLA_IFNAME` (the kernel always sends it: only
+/// odd input) there is nothing to know the link by: `None`, logged as `ignored` says.
+fn named(link: LinkSummary, ignored: &str) -> Option<(u32, String)> {
+    match link.name {
+        Some(name) => Some((link.index, name)),
+        None => {
+            debug!(index = link.index, "{ignored}");
             None
         }
     }
@@ -389,21 +379,12 @@ impl RequestSocket {
         let mut links = Vec::new();
         let mut interrupted = false;
         loop {
-            recv_full(&self.socket, &mut self.buf).await?;
-            for msg in split_messages(&self.buf) {
-                if !is_reply(&msg.header, self.port, seq) {
-                    trace!(?msg.header, "netlink reply to an earlier request skipped");
-                    continue;
-                }
+            for msg in self.replies_to(seq).await? {
                 interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
                 match msg.payload {
-                    NetlinkPayload::InnerMessage(RtnlMessage::NewLink(link)) => match link.name {
-                        Some(name) => links.push((link.index, name)),
-                        None => debug!(
-                            index = link.index,
-                            "dumped link without IFLA_IFNAME skipped"
-                        ),
-                    },
+                    NetlinkPayload::InnerMessage(RtnlMessage::NewLink(link)) => {
+                        links.extend(named(link, "dumped link without IFLA_IFNAME skipped"))
+                    }
                     NetlinkPayload::Done(done) if done.code < 0 => {
                         return Err(io::Error::from_raw_os_error(-done.code));
                     }
@@ -434,12 +415,7 @@ impl RequestSocket {
         let request = RtnlMessage::GetNetconf(NetconfMessage::request(af(family), IFINDEX_ALL));
         let seq = self.send(NLM_F_REQUEST, request)?;
         loop {
-            recv_full(&self.socket, &mut self.buf).await?;
-            for msg in split_messages(&self.buf) {
-                if !is_reply(&msg.header, self.port, seq) {
-                    trace!(?msg.header, "netlink reply to an earlier request skipped");
-                    continue;
-                }
+            for msg in self.replies_to(seq).await? {
                 match msg.payload {
                     NetlinkPayload::InnerMessage(RtnlMessage::NewNetconf(netconf)) => {
                         return match netconf.forwarding() {
@@ -464,6 +440,21 @@ impl RequestSocket {
                 }
             }
         }
+    }
+
+    /// Waits for the next datagram: the messages in it that answer request `seq` (late replies
+    /// to an earlier request are skipped).
+    async fn replies_to(&mut self, seq: u32) -> io::Result<Vec<NetlinkMessage<RtnlMessage>>> {
+        recv_full(&self.socket, &mut self.buf).await?;
+        Ok(split_messages(&self.buf)
+            .filter(|msg| {
+                let ours = is_reply(&msg.header, self.port, seq);
+                if !ours {
+                    trace!(?msg.header, "netlink reply to an earlier request skipped");
+                }
+                ours
+            })
+            .collect())
     }
 
     /// Sends one request to the kernel; returns its sequence number.
@@ -702,20 +693,44 @@ mod tests {
         }
     }
 
+    /// Forgets the events so far, makes `change` and collects events until `expected` is
+    /// among them.
+    async fn after_change_until(
+        socket: &mut EventSocket,
+        events: &mut Vec<KernelEvent>,
+        change: impl FnOnce(),
+        expected: KernelEvent,
+    ) {
+        events.clear();
+        change();
+        until(socket, events, |e| *e == expected).await;
+    }
+
+    /// Writes `value` to the IPv4 knob at `path` and waits for the netconf event of `all`
+    /// that carries it.
+    async fn write_until_forwarding_is(
+        ns: &PrivateNetns,
+        socket: &mut EventSocket,
+        events: &mut Vec<KernelEvent>,
+        path: &str,
+        value: i32,
+    ) {
+        let change = || write(ns, path, &value.to_string());
+        let expected = forwarding(Family::Ipv4, Device::All, value);
+        after_change_until(socket, events, change, expected).await;
+    }
+
     #[test]
     fn event_socket_sees_ipv4_all_forwarding() {
         in_private_netns("event_socket_sees_ipv4_all_forwarding", |ns| {
             runtime().block_on(async {
                 let mut socket = EventSocket::open().expect("open");
-                write(ns, "ipv4/conf/all/forwarding", "1");
                 let mut events = Vec::new();
-                let one = forwarding(Family::Ipv4, Device::All, 1);
-                until(&mut socket, &mut events, |e| *e == one).await;
+                let all = "ipv4/conf/all/forwarding";
+                write_until_forwarding_is(ns, &mut socket, &mut events, all, 1).await;
                 // ip_forward is the same knob; the event carries the new value.
-                events.clear();
-                write(ns, "ipv4/ip_forward", "0");
-                let zero = forwarding(Family::Ipv4, Device::All, 0);
-                until(&mut socket, &mut events, |e| *e == zero).await;
+                let ip_forward = "ipv4/ip_forward";
+                write_until_forwarding_is(ns, &mut socket, &mut events, ip_forward, 0).await;
             });
         });
     }
@@ -746,21 +761,19 @@ mod tests {
                     "no netconf event for the new link: {events:?}"
                 );
 
-                events.clear();
-                ip(ns, &["link", "set", "fg0", "name", "fg1"]);
                 let renamed = KernelEvent::LinkNew {
                     index,
                     name: "fg1".into(),
                 };
-                until(&mut socket, &mut events, |e| *e == renamed).await;
+                let rename = || ip(ns, &["link", "set", "fg0", "name", "fg1"]);
+                after_change_until(&mut socket, &mut events, rename, renamed).await;
 
-                events.clear();
-                ip(ns, &["link", "del", "fg1"]);
                 let deleted = KernelEvent::LinkDel {
                     index,
                     name: "fg1".into(),
                 };
-                until(&mut socket, &mut events, |e| *e == deleted).await;
+                let delete = || ip(ns, &["link", "del", "fg1"]);
+                after_change_until(&mut socket, &mut events, delete, deleted).await;
             });
         });
     }
@@ -817,10 +830,8 @@ mod tests {
                 );
 
                 // Once drained, the socket reports again.
-                events.clear();
-                write(ns, "ipv4/conf/all/forwarding", "1");
-                let all = forwarding(Family::Ipv4, Device::All, 1);
-                until(&mut socket, &mut events, |e| *e == all).await;
+                let all = "ipv4/conf/all/forwarding";
+                write_until_forwarding_is(ns, &mut socket, &mut events, all, 1).await;
                 assert!(!events.contains(&KernelEvent::Overrun), "{events:?}");
             });
         });

@@ -34,9 +34,14 @@ pub fn host(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    stdout_of_success(&format!("{cmd:?}"), &out)
+}
+
+/// What `what` printed on stdout; it must have succeeded, or the panic shows all it printed.
+fn stdout_of_success(what: &str, out: &Output) -> String {
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -196,17 +201,9 @@ impl Container {
             .append(true)
             .open(d.join("nspawn.log"))
             .expect("nspawn log");
-        let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                script,
-                "sh",
-            ])
+        let [unshare, args @ ..] = fwdguard::sandbox::in_private_mounts(script, "sh");
+        let child = Command::new(unshare)
+            .args(args)
             .arg(&self.name)
             .arg(rootfs())
             .arg(d)
@@ -330,15 +327,7 @@ impl Container {
 
     /// Runs a script that must succeed; returns its stdout.
     pub fn ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "in the container, `{script}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of_success(&format!("in the container, `{script}`"), &self.sh(script))
     }
 
     /// stdout and stderr of a script, whatever its exit status.

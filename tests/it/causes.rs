@@ -137,17 +137,13 @@ fn drops_during_a_service_job_are_attributed_and_its_end_rechecks() {
 
             // A 0 that neither netconf nor inotify sees (written through a second procfs
             // mount), set right as the job ends: the job's end re-checks every key at once.
+            let write_through_a_second_proc = "d=$(mktemp -d) && mount -t proc proc \"$d\" && echo 0 > \"$d/sys/net/ipv4/conf/all/accept_redirects\"; r=$?; umount \"$d\"; rmdir \"$d\"; exit $r";
+            let [unshare, args @ ..] =
+                fwdguard::sandbox::in_private_mounts(write_through_a_second_proc, "sh");
             let status = ns
-                .command("unshare")
+                .command(unshare)
                 .expect("private")
-                .args([
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    "d=$(mktemp -d) && mount -t proc proc \"$d\" && echo 0 > \"$d/sys/net/ipv4/conf/all/accept_redirects\"; r=$?; umount \"$d\"; rmdir \"$d\"; exit $r",
-                ])
+                .args(args)
                 .status()
                 .expect("unshare (util-linux)");
             assert!(status.success());

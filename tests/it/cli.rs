@@ -18,6 +18,14 @@ fn fwdguard_exits(args: &[&str], code: i32) -> Output {
     o
 }
 
+/// `fwdguard ARGS -c FIXTURE` with the fixture `name`, which must exit with `code`; the
+/// output, and the fixture's path as messages show it.
+fn fwdguard_on_fixture_exits(args: &[&str], name: &str, code: i32) -> (Output, String) {
+    let path = fixture(name);
+    let args = [args, &["-c", path.to_str().expect("path")]].concat();
+    (fwdguard_exits(&args, code), path.display().to_string())
+}
+
 #[test]
 fn version() {
     let o = fwdguard(&["--version"]);
@@ -68,10 +76,9 @@ fn run_with_a_missing_or_invalid_file_exits_78() {
         stderr(&o)
     );
 
-    let bad = fixture("unknown-field.toml");
-    let o = fwdguard_exits(&["run", "-c", bad.to_str().expect("path")], 78);
+    let (o, bad) = fwdguard_on_fixture_exits(&["run"], "unknown-field.toml", 78);
     assert!(
-        stderr(&o).contains(&format!("{}:4:1: unknown field `acton`", bad.display())),
+        stderr(&o).contains(&format!("{bad}:4:1: unknown field `acton`")),
         "{}",
         stderr(&o)
     );
@@ -217,9 +224,7 @@ fn out_of_bounds_settings_are_config_errors_at_their_own_line() {
     ] {
         let want = assert_refused(name, want);
         // The daemon refuses the same file the same way: exit 78, not an abort (134).
-        let path = fixture(name);
-        let o = fwdguard(&["run", "-c", path.to_str().expect("path")]);
-        assert_eq!(o.status.code(), Some(78), "{name}: {}", stderr(&o));
+        let (o, _) = fwdguard_on_fixture_exits(&["run"], name, 78);
         assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     }
 }
@@ -341,10 +346,9 @@ fn check_without_a_usable_configuration_says_unknown_on_stdout() {
             "keys": []
         })
     );
-    let bad = fixture("value-yes.toml");
-    let o = fwdguard_exits(&["check", "-c", bad.to_str().expect("path")], 3);
+    let (o, bad) = fwdguard_on_fixture_exits(&["check"], "value-yes.toml", 3);
     assert!(
-        stdout(&o).starts_with(&format!("UNKNOWN: configuration: {}:3:9: ", bad.display())),
+        stdout(&o).starts_with(&format!("UNKNOWN: configuration: {bad}:3:9: ")),
         "{}",
         stdout(&o)
     );

@@ -9,35 +9,8 @@ use crate::common::prometheus::{check_metrics, get};
 use crate::common::receiver::Receiver;
 use crate::common::{ONE_GUARD, config_file, tool, wait_for};
 use fwdguard::alert::Delivery;
-use fwdguard::metrics::{Exporter, bind_and_serve};
+use fwdguard::metrics::{Exporter, bind_and_serve, sample_snapshot};
 use fwdguard::report::Report;
-use fwdguard::routing::GuardId;
-use fwdguard::snapshot::{GuardSnapshot, KeyState, Snapshot, WrongTime};
-
-fn snapshot() -> Snapshot {
-    let mut wrong = WrongTime::default();
-    wrong.observe(Duration::from_micros(20));
-    wrong.observe(Duration::from_micros(70));
-    Snapshot {
-        guards: vec![GuardSnapshot {
-            id: GuardId(0),
-            key: "net.ipv4.conf.all.forwarding".into(),
-            want: "1".into(),
-            action: "restore",
-            state: KeyState::Holding,
-            value: Some("1".into()),
-            restores: 2,
-            drops: 2,
-            failed_restores: 0,
-            flapping_episodes: 0,
-            writes_replaced: 3,
-            degradations: Vec::new(),
-            wrong,
-        }],
-        hook: Some("/sys/fs/cgroup".into()),
-        ..Snapshot::default()
-    }
-}
 
 #[test]
 fn metrics_are_served_in_both_formats_and_pass_promtool() {
@@ -53,7 +26,7 @@ fn metrics_are_served_in_both_formats_and_pass_promtool() {
         ),
     );
     let hooks = fwdguard::config::load(&config).expect("valid").webhooks;
-    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot());
+    let (_publish, snapshots) = tokio::sync::watch::channel(sample_snapshot());
     let delivery = Arc::new(Delivery::start(snapshots.clone()).expect("delivery"));
     let mut sinks = delivery.start_webhooks(&hooks);
     for s in &mut sinks {

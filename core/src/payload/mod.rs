@@ -242,27 +242,13 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::SysctlKey;
-    use crate::report::Trigger;
-    use crate::value::Value;
+    use crate::report::tests::restored;
 
     fn origin() -> Reporter {
         Reporter {
             host: "docker-7".into(),
             machine_id: "machine-id-of-docker-7".into(),
             version: "9.9.9",
-        }
-    }
-
-    pub(crate) fn restored() -> Report {
-        Report::DriftRestored {
-            key: SysctlKey::parse("net.ipv4.conf.all.forwarding").expect("key"),
-            want: Value::new("1"),
-            old: Value::new("0"),
-            trigger: Trigger::Netconf,
-            wrong_for: Duration::from_micros(42),
-            attempts: 1,
-            cause: None,
         }
     }
 

@@ -81,15 +81,21 @@ impl Tree {
         );
     }
 
+    /// Every file in the tree: each sysctl.d directory's, then `/etc/sysctl.conf`.
+    pub fn files(&self) -> impl Iterator<Item = &FileState> {
+        let dirs = self.dirs.values().flat_map(|d| d.values());
+        dirs.chain(self.sysctl_conf.as_ref())
+    }
+
+    fn files_mut(&mut self) -> impl Iterator<Item = &mut FileState> {
+        let dirs = self.dirs.values_mut().flat_map(|d| d.values_mut());
+        dirs.chain(self.sysctl_conf.as_mut())
+    }
+
     /// Replaces line `line` (1-based) of the file whose real path is `real`, wherever it is
     /// listed (it may be both `/etc/sysctl.conf` and the `99-sysctl.conf` link).
     pub fn edit_line(&mut self, real: &str, line: u32, new: &str) {
-        let states = self
-            .dirs
-            .values_mut()
-            .flat_map(|d| d.values_mut())
-            .chain(self.sysctl_conf.as_mut());
-        for state in states {
+        for state in self.files_mut() {
             if let FileState::Text { text, real: r } = state
                 && r == real
             {
@@ -605,12 +611,7 @@ pub fn resolve(tree: &Tree, key: &SysctlKey) -> Vec<Applied> {
 pub fn problems(tree: &Tree) -> Vec<FileProblem> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    let files = tree
-        .dirs
-        .values()
-        .flat_map(|d| d.values())
-        .chain(tree.sysctl_conf.as_ref());
-    for state in files {
+    for state in tree.files() {
         if let FileState::Text { text, real } = state
             && seen.insert(real.clone())
         {

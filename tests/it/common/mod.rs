@@ -406,17 +406,7 @@ impl FakeJournal {
         let mount_script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$0" /run/systemd/journal && exec "$@""#;
         let dir = self.dir.path().to_str().expect("utf-8 path");
         Daemon::start_under(
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                mount_script,
-                dir,
-            ],
+            &fwdguard::sandbox::in_private_mounts(mount_script, dir),
             config,
             |cmd, stderr| {
                 use std::os::linux::fs::MetadataExt;
