@@ -2,9 +2,7 @@
 //! what to report. Time is passed in, so flapping and backoff are tested without waiting.
 
 use std::collections::VecDeque;
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Action, Flapping, Guard};
 use crate::knob::SysctlError;

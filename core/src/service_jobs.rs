@@ -6,9 +6,7 @@
 //! re-applies sysctl files may do it just after.
 
 use std::fmt;
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::human::human;
 
