@@ -1,5 +1,6 @@
 //! The configuration as the binary reads it: the file itself, and the files and `/proc/sys`
-//! values it names, handed to the core's validation ([`Config::parse`]) through [`System`].
+//! values it names, handed to the core's validation ([`Config::parse`]) through [`System`]
+//! (or [`Image`], for another system's files).
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -42,18 +43,32 @@ impl Host for System {
     }
 }
 
-/// Validates `text` as the configuration at `path` on this machine: the files it names are
-/// read now.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    Config::parse(text, path, &System)
+/// Another system's files: an image below `doctor --root`. What its keys hold now is not this
+/// host's `/proc/sys`, so a key fwdguard does not know takes any value (numbers normalised);
+/// the files a webhook names are read as on this host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Image;
+
+impl Host for Image {
+    fn current(&self, _: &SysctlKey) -> Option<String> {
+        None
+    }
+
+    fn secret(&self, path: &Path) -> Result<String, String> {
+        System.secret(path)
+    }
+
+    fn ca_certs(&self, path: &Path) -> Result<Vec<Vec<u8>>, String> {
+        System.ca_certs(path)
+    }
 }
 
 /// Reads and validates a file: the one way the daemon (at start and on reload) and the
-/// commands read a configuration. Refuses anything but a regular file (symlinks to one are
+/// commands read this host's configuration (`doctor --root` parses an image's with [`Image`]). Refuses anything but a regular file (symlinks to one are
 /// fine) and files over [`MAX_SIZE`]. A key whose type fwdguard does not know is checked
 /// against what its `/proc/sys` file holds now, if it exists.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    parse(&read_regular_file(path)?, path)
+    Config::parse(&read_regular_file(path)?, path, &System)
 }
 
 /// What `fwdguard run` uses without `-c`: the default file if it exists, else the built-in

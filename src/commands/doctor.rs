@@ -19,7 +19,9 @@ pub fn run(root: Option<&Path>, explicit: Option<&Path>, json: bool) -> u8 {
         (None, Some(dir)) => {
             let r = Root::new(dir);
             match r.read(DEFAULT_PATH) {
-                Found::Text { text, .. } => config::parse(&text, &r.host_path(DEFAULT_PATH)),
+                Found::Text { text, .. } => {
+                    Config::parse(&text, &r.host_path(DEFAULT_PATH), &config::Image)
+                }
                 _ => Ok(Config::default()),
             }
         }

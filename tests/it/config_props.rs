@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use fwdguard::config::{Config, Guard};
+use fwdguard::config::{Config, Guard, Image};
 use fwdguard::knob::{Op, SysctlError};
 use fwdguard::policy::GuardState;
 use fwdguard::report::{Report, Trigger};
@@ -238,7 +238,7 @@ proptest! {
         text in config_text(),
         steps in prop::collection::vec(step(), 1..60),
     ) {
-        if let Ok(config) = fwdguard::config::parse(&text, Path::new("prop.toml")) {
+        if let Ok(config) = Config::parse(&text, Path::new("prop.toml"), &Image) {
             prop_assert!(config.reread_interval >= Duration::from_secs(1));
             prop_assert!(config.reread_interval <= Duration::from_secs(86_400));
             // What the daemon adds to its clock for the re-read timer.
@@ -249,7 +249,7 @@ proptest! {
 
     #[test]
     fn parse_never_panics_on_any_text(text in any::<String>()) {
-        let _ = fwdguard::config::parse(&text, Path::new("prop.toml"));
+        let _ = Config::parse(&text, Path::new("prop.toml"), &Image);
     }
 
     #[test]
@@ -265,17 +265,18 @@ proptest! {
             0..12,
         ),
     ) {
-        let _ = fwdguard::config::parse(&lines.join("\n"), Path::new("prop.toml"));
+        let _ = Config::parse(&lines.join("\n"), Path::new("prop.toml"), &Image);
     }
 }
 
 /// The largest settings the bounds allow, over a week of a drop every few minutes.
 #[test]
 fn the_largest_accepted_settings_run_for_a_week() {
-    let config = fwdguard::config::parse(
+    let config = Config::parse(
         "reread-interval = \"1d\"\nflap-threshold = 1000\nflap-window = \"1d\"\n\
          [[guard]]\nkey = \"net.ipv4.ip_forward\"\nvalue = 1\n",
         Path::new("max.toml"),
+        &Image,
     )
     .expect("the bounds are valid");
     let steps: Vec<_> = (0..3000)

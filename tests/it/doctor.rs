@@ -241,3 +241,23 @@ fn bad_input_is_reported_and_the_rest_still_analysed() {
     let (_, v) = json(&root);
     assert_eq!(persisted(&v), 0, "{v}");
 }
+
+/// An image's configuration is read as that system's: a key fwdguard does not know is not
+/// held to what this host's `/proc/sys` happens to hold (`net.core.somaxconn` is an integer
+/// here, so `config check` on the host refuses "many").
+#[test]
+fn an_image_configuration_is_not_judged_by_this_hosts_proc_sys() {
+    let (_dir, root) = copy("clean");
+    std::fs::create_dir_all(root.join("etc/fwdguard")).expect("mkdir");
+    std::fs::copy(
+        crate::common::fixture("inferred-integer-key.toml"),
+        root.join("etc/fwdguard/fwdguard.toml"),
+    )
+    .expect("copy config");
+    let (code, v) = json(&root);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        v.to_string().contains("net.core.somaxconn"),
+        "the image's guard is diagnosed: {v:#}"
+    );
+}
