@@ -615,16 +615,14 @@ impl<K: Knobs, E: KernelEvents> Guardian<K, E> {
         tracing::error!(
             "netlink event socket keeps failing ({error}); giving it up: from now on only inotify and the timed re-read watch the keys"
         );
+        let impaired = Impairments {
+            no_netlink: Some(&error),
+            ..Impairments::default()
+        };
         for g in self.keys.guards.values() {
-            if matches!(g.state.guard.key.watch(), Watch::Netconf { .. }) {
-                tracing::warn!(
-                    key = %g.state.guard.key,
-                    "{}",
-                    Degradation::NoNetlink {
-                        error: error.clone()
-                    }
-                    .describe(&g.state.guard.key.to_string())
-                );
+            let key = &g.state.guard.key;
+            for d in impaired.degradations(&g.state.guard) {
+                tracing::warn!(key = %key, "{}", d.describe(&key.to_string()));
             }
         }
         self.sources.netlink.events = None;
@@ -798,11 +796,7 @@ impl<K: Knobs> Keys<K> {
     fn refresh_file_watches(&mut self, files: &mut FileWatch, netlink: bool) -> bool {
         let mut changed = false;
         for (id, g) in &mut self.guards {
-            let needs_watch = match g.state.guard.key.watch() {
-                Watch::File => true,
-                Watch::Netconf { .. } => !netlink,
-            };
-            if !needs_watch {
+            if !g.state.guard.key.watch().needs_file_watch(netlink) {
                 continue;
             }
             let key = &g.state.guard.key;

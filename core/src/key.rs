@@ -109,6 +109,18 @@ pub enum Watch {
     File,
 }
 
+impl Watch {
+    /// Whether the key's `/proc/sys` file wants an inotify watch: always without netconf
+    /// events for it, and for every key while there are no netlink events at all (`netlink`
+    /// says whether there are).
+    pub fn needs_file_watch(&self, netlink: bool) -> bool {
+        match self {
+            Watch::File => true,
+            Watch::Netconf { .. } => !netlink,
+        }
+    }
+}
+
 impl SysctlKey {
     /// Parses a key as `sysctl(8)` accepts it.
     pub fn parse(name: &str) -> Result<Self, KeyError> {
@@ -246,6 +258,15 @@ impl fmt::Display for SysctlKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_watch_is_wanted_without_netconf_events_for_the_key() {
+        let netconf = key("net.ipv4.conf.all.forwarding").watch();
+        let file = key("net.ipv4.ip_default_ttl").watch();
+        assert!(!netconf.needs_file_watch(true));
+        assert!(netconf.needs_file_watch(false), "netlink is gone");
+        assert!(file.needs_file_watch(true) && file.needs_file_watch(false));
+    }
 
     fn key(s: &str) -> SysctlKey {
         SysctlKey::parse(s).expect(s)

@@ -25,18 +25,12 @@ use crate::snapshot::{Degradation, Snapshot};
 pub fn probe(guard: &Guard) -> Vec<Degradation> {
     let mut found = Vec::new();
     let netlink = netlink::can_subscribe();
-    let needs_file_watch = match guard.key.watch() {
-        Watch::Netconf { .. } => match &netlink {
-            Ok(()) => false,
-            Err(e) => {
-                found.push(Degradation::NoNetlink {
-                    error: e.to_string(),
-                });
-                true
-            }
-        },
-        Watch::File => true,
-    };
+    if let (Watch::Netconf { .. }, Err(e)) = (guard.key.watch(), &netlink) {
+        found.push(Degradation::NoNetlink {
+            error: e.to_string(),
+        });
+    }
+    let needs_file_watch = guard.key.watch().needs_file_watch(netlink.is_ok());
     if needs_file_watch
         && let Err(e) = files::can_watch(&guard.key.proc_path())
         && e.kind() != std::io::ErrorKind::NotFound
